@@ -1,0 +1,33 @@
+# Set-up and everyday commands. Each target installs what it needs first.
+PYTHON ?= python3
+TORCH_VERSION ?= 2.13.0
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(TORCH_VERSION)
+
+.PHONY: install demo test lint benchmark-hinton clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	# torch first and pinned: an unpinned requirement would pull the newest (CUDA) build.
+	$(BIN)/pip install "torch==$(TORCH_VERSION)"
+	$(BIN)/pip install -e ".[hf,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/distill demo
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+benchmark-hinton: $(STAMP)
+	$(BIN)/python benchmarks/hinton_mnist.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache

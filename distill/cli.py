@@ -1,0 +1,210 @@
+"""The ``distill`` command line: demo, run, train-teacher, eval, inspect."""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from distill.capture import Capture, module_names
+from distill.checkpoint import latest_checkpoint, load_module_weights
+from distill.config import Recipe, RecipeError, load_recipe
+from distill.losses.registry import UnknownLossError
+from distill.measure import accuracy_on, sample_batch
+from distill.models import build_model, count_parameters
+from distill.pipeline import build_teacher, load_data, run_recipe
+from distill.report import print_table
+from distill.train import NonFiniteLossError
+
+app = typer.Typer(
+    help="Knowledge distillation: train a small student to reproduce a big teacher.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+USER_ERRORS = (RecipeError, UnknownLossError, FileNotFoundError, NonFiniteLossError, ValueError, KeyError)
+
+RecipeArgument = Annotated[str, typer.Argument(help="recipe YAML file, or a built-in recipe name (digits-demo)")]
+OverridesArgument = Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.epochs=3")]
+DataDirOption = Annotated[str | None, typer.Option(help="folder holding the dataset files (overrides data.data_dir)")]
+
+
+def friendly_errors(command):
+    """Show user errors as one red message (exit code 2); DISTILL_DEBUG=1 shows the traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            if os.environ.get("DISTILL_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _fresh_folder(base: Path) -> Path:
+    """``base`` if it is free, else ``base-2``, ``base-3``...: a demo never overwrites an earlier run."""
+    candidate, number = base, 2
+    while candidate.exists() and any(candidate.iterdir()):
+        candidate, number = base.with_name(f"{base.name}-{number}"), number + 1
+    return candidate
+
+
+def _load_for_run(
+    recipe: str, overrides: list[str] | None, out: Path | None, resume: bool
+) -> tuple[Recipe, dict, Path]:
+    """The validated recipe, its raw mapping, and the run folder (default runs/<name>), checked for reuse."""
+    spec, raw = load_recipe(recipe, overrides or [])
+    out = out or Path("runs") / spec.name
+    _check_out_dir(out, resume)
+    return spec, raw, out
+
+
+def _check_out_dir(out: Path, resume: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it, or --out to choose another folder")
+    if resume and not out.exists():
+        raise FileNotFoundError(f"--resume: {out} does not exist; run without --resume to start it")
+
+
+@app.command()
+@friendly_errors
+def demo(
+    out: Annotated[Path | None, typer.Option(help="run folder (default: a fresh runs/digits-demo*)")] = None,
+    quiet: bool = False,
+) -> None:
+    """Distil on scikit-learn digits: teacher, hard-label student and distilled student, 3 seeds (about a minute)."""
+    recipe, raw = load_recipe("digits-demo")
+    out = out or _fresh_folder(Path("runs") / recipe.name)
+    _check_out_dir(out, resume=False)
+    results = run_recipe(recipe, raw, out, show_progress=not quiet)
+    print_table(results, console)
+    console.print(f"run folder: {out} (results.json, report.md, curves.png, metrics.jsonl, checkpoints)")
+
+
+@app.command()
+@friendly_errors
+def run(
+    recipe: RecipeArgument,
+    overrides: OverridesArgument = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoints")] = False,
+    data_dir: DataDirOption = None,
+    quiet: bool = False,
+) -> None:
+    """Run a recipe: teacher, hard-label baseline and distilled student for every seed, then the report."""
+    spec, raw, out = _load_for_run(recipe, overrides, out, resume)
+    results = run_recipe(spec, raw, out, resume=resume, data_dir=data_dir, show_progress=not quiet)
+    print_table(results, console)
+    console.print(f"run folder: {out}")
+
+
+@app.command("train-teacher")
+@friendly_errors
+def train_teacher(
+    recipe: RecipeArgument,
+    overrides: OverridesArgument = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")] = None,
+    resume: bool = False,
+    data_dir: DataDirOption = None,
+    quiet: bool = False,
+) -> None:
+    """Train only the recipe's teacher (reuse it later with teacher.checkpoint=<out>/teacher/checkpoints/...)."""
+    spec, raw, out = _load_for_run(recipe, overrides, out, resume)
+    data = load_data(spec, data_dir)
+    teacher, weights = build_teacher(spec, data, out, raw, resume, show_progress=not quiet)
+    console.print(
+        f"teacher test accuracy {100 * accuracy_on(teacher, data.test):.2f}% "
+        f"({count_parameters(teacher):,} parameters); weights: {weights}"
+    )
+
+
+def _weights_and_recipe(checkpoint: Path, recipe: str | None) -> tuple[Path, str]:
+    """Accept a checkpoint folder, a stage folder (its latest checkpoint) or a .safetensors file."""
+    if checkpoint.is_dir() and (checkpoint / "checkpoints").is_dir():
+        checkpoint = latest_checkpoint(checkpoint / "checkpoints") or checkpoint
+    if checkpoint.is_dir():
+        state = checkpoint / "state.json"
+        weights = checkpoint / "model.safetensors"
+        if recipe is None and state.is_file():
+            return weights, str(state)
+        return weights, recipe
+    if recipe is None:
+        raise ValueError(f"{checkpoint} is a bare weights file; pass --recipe to say which model it holds")
+    return checkpoint, recipe
+
+
+@app.command("eval")
+@friendly_errors
+def evaluate_checkpoint(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder, stage folder or .safetensors file")],
+    recipe: Annotated[str | None, typer.Option(help="recipe (default: the one stored in the checkpoint)")] = None,
+    role: Annotated[str | None, typer.Option(help="teacher | student (default: guessed from the path)")] = None,
+    split: Annotated[str, typer.Option(help="test | val | train")] = "test",
+    data_dir: DataDirOption = None,
+) -> None:
+    """Accuracy of a saved teacher or student on a split."""
+    import json
+
+    weights, recipe_source = _weights_and_recipe(checkpoint, recipe)
+    if recipe_source.endswith("state.json"):
+        from distill.config import validate_recipe
+
+        spec = validate_recipe(json.loads(Path(recipe_source).read_text())["recipe"], recipe_source)
+    else:
+        spec, _ = load_recipe(recipe_source)
+    role = role or ("teacher" if "teacher" in checkpoint.parts else "student")
+    data = load_data(spec, data_dir)
+    model = _model_for(spec, role, data)
+    load_module_weights(model, weights)
+    dataset = {"test": data.test, "val": data.val, "train": data.train}.get(split)
+    if dataset is None:
+        raise ValueError(f"split {split!r} is not available; choose test, train, or val (needs data.val_size > 0)")
+    console.print(
+        f"{role} {weights}: {split} accuracy {100 * accuracy_on(model, dataset):.2f}% on {len(dataset)} examples"
+    )
+
+
+def _model_for(spec, role: str, data) -> torch.nn.Module:
+    if role not in ("teacher", "student"):
+        raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
+    model_spec = spec.teacher.model if role == "teacher" else spec.student.model
+    return build_model(model_spec, data.input_shape, data.num_classes)
+
+
+@app.command()
+@friendly_errors
+def inspect(
+    recipe: RecipeArgument,
+    role: Annotated[str, typer.Option(help="teacher | student")] = "student",
+    data_dir: DataDirOption = None,
+) -> None:
+    """List a model's named modules with their output shapes on a real sample (names for feature matches)."""
+    spec, _ = load_recipe(recipe)
+    data = load_data(spec, data_dir)
+    model = _model_for(spec, role, data).eval()
+    names = module_names(model)
+    with torch.no_grad(), Capture(model, names, detach=True) as captured:
+        model(sample_batch(data.train, 2))
+    table = Table(title=f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)")
+    for column in ("module name", "type", "output shape", "parameters"):
+        table.add_column(column)
+    for name in names:
+        module = model.get_submodule(name)
+        shape = tuple(captured.records[name].shape) if name in captured.records else "(not called)"
+        own = sum(p.numel() for p in module.parameters())
+        table.add_row(name, type(module).__name__, str(shape), f"{own:,}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

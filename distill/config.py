@@ -1,0 +1,213 @@
+"""Recipes: YAML files validated by pydantic, with errors that name the key path and what is allowed.
+
+A recipe describes a whole experiment: data, teacher, student, how to distil and how to train.
+See ``distill/recipes/*.yaml`` for annotated examples. ``key.path=value`` overrides (the CLI's
+extra arguments) are applied to the YAML before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from distill import losses as loss_registry
+from distill.connectors import CONNECTOR_KINDS
+from distill.losses.registry import unknown_name_message
+from distill.models.build import ModelSpec
+from distill.schedules import Schedule
+from distill.train_settings import StrictModel, TrainSettings
+
+ScheduleOrNumber = float | Schedule
+
+
+class RecipeError(ValueError):
+    """A recipe that does not validate; the message has one line per problem, each with its key path."""
+
+
+def _check_loss_name(name: str) -> str:
+    """pydantic reports ValueError with the key path; the registry's KeyError would escape it."""
+    if name not in loss_registry.names():
+        raise ValueError(unknown_name_message("loss", name, loss_registry.names()))
+    return name
+
+
+class DataSpec(StrictModel):
+    dataset: str = "digits"
+    data_dir: str | None = None  # folder of the dataset files; relative paths are taken from the working directory
+    val_size: int = Field(0, ge=0)  # examples held out of train for per-epoch evaluation (0: evaluate on test)
+    train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
+    split_seed: int = 0  # seeds the val/subset draw, not training, so every student sees the same examples
+
+
+class TeacherSpec(StrictModel):
+    model: ModelSpec = ModelSpec(hidden=[512, 512])
+    checkpoint: str | None = None  # a trained teacher (.safetensors or checkpoint folder): skips teacher training
+    seed: int = 0
+    train: TrainSettings = TrainSettings()
+
+
+class StudentSpec(StrictModel):
+    model: ModelSpec = ModelSpec(hidden=[32])
+    train: TrainSettings = TrainSettings()  # used for the hard-label baseline and the distilled student alike
+    baseline: bool = True  # also train the student on hard labels alone, from the same initialisation
+
+
+class MatchSpec(StrictModel):
+    student: str
+    teacher: str
+    loss: str = "hidden_mse"
+    weight: ScheduleOrNumber = 1.0
+    connector: str | None = None
+    connector_hidden: int | None = Field(None, ge=1)
+    name: str | None = None
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        return _check_loss_name(value)
+
+    @field_validator("connector")
+    @classmethod
+    def _known_connector(cls, value: str | None) -> str | None:
+        if value is not None and value not in CONNECTOR_KINDS:
+            raise ValueError(unknown_name_message("connector", value, list(CONNECTOR_KINDS)))
+        return value
+
+
+class DistillSpec(StrictModel):
+    response_loss: str | None = "kd"
+    temperature: ScheduleOrNumber = 4.0
+    kd_weight: ScheduleOrNumber = 1.0
+    hard_weight: ScheduleOrNumber = 0.0
+    matches: list[MatchSpec] = Field(default_factory=list)
+
+    @field_validator("response_loss")
+    @classmethod
+    def _known_loss(cls, value: str | None) -> str | None:
+        return value if value is None else _check_loss_name(value)
+
+
+class Recipe(StrictModel):
+    name: str = "experiment"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # one distilled (and baseline) student per seed
+    data: DataSpec = DataSpec()
+    teacher: TeacherSpec = TeacherSpec()
+    student: StudentSpec = StudentSpec()
+    distill: DistillSpec = DistillSpec()
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _key_path(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("float", "Schedule", "constrained-float") or "[" in str(part):
+            continue  # pydantic names union members in the location; users never wrote them
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "(top level)"
+
+
+def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
+    """The keys the model at ``location`` (the parent of an unknown key) accepts."""
+    model: Any = Recipe
+    for part in location[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        model = next((arg for arg in inner if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+    return sorted(model.model_fields) if model is not None else []
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        path = _key_path(item["loc"])
+        if item["type"] == "extra_forbidden":
+            allowed = _allowed_keys(item["loc"])
+            key = str(item["loc"][-1])
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lines.append(f"  {path}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {path}: {message} (got {item['input']!r})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- loading
+
+
+def builtin_recipes() -> list[str]:
+    folder = resources.files("distill") / "recipes"
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or the name of a built-in recipe (``digits-demo``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = resources.files("distill") / "recipes" / f"{path.name.removesuffix('.yaml')}.yaml"
+    if builtin.is_file():
+        return Path(str(builtin))
+    raise RecipeError(f"no recipe file {str(path)!r}; built-in recipes: {', '.join(builtin_recipes())}")
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply ``key.path=value`` (value parsed as YAML; list items addressed by index: ``matches.0.weight``)."""
+    if "=" not in assignment:
+        raise RecipeError(f"override {assignment!r} is not of the form key.path=value (e.g. train.epochs=3)")
+    key_path, text = assignment.split("=", 1)
+    keys = key_path.strip().split(".")
+    node: Any = raw
+    for depth, key in enumerate(keys):
+        last = depth == len(keys) - 1
+        where = ".".join(keys[: depth + 1])
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                raise RecipeError(f"override {key_path!r}: {where} needs an index below {len(node)}")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise RecipeError(f"override {key_path!r}: {'.'.join(keys[:depth])} is a value, not a section")
+        if last:
+            node[key] = yaml.safe_load(text)
+        else:
+            if isinstance(node, dict) and node.get(key) is None:
+                node[key] = {}
+            node = node[key]
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Recipe, dict]:
+    """Read, override and validate a recipe; return the model and the raw dict (stored in checkpoints)."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(
+            f"{path}: a recipe is a mapping of sections (data, teacher, student, distill), got {type(raw).__name__}"
+        )
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return validate_recipe(raw, str(path)), raw
+
+
+def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as error:
+        raise RecipeError(format_validation_error(error, source)) from None

@@ -1,0 +1,77 @@
+"""Feed-forward students and teachers with readable layer names (``fc1``, ``relu1``, ``head``)."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """Flatten → [Dropout] → (Linear → ReLU → [Dropout]) × len(hidden) → Linear head.
+
+    Layers are named ``flatten``, ``input_dropout``, ``fc{i}``, ``relu{i}``, ``dropout{i}``, ``head``
+    so a feature match can say ``student: relu2``.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        hidden: Sequence[int],
+        num_classes: int,
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+    ) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
+        if input_dropout:
+            layers["input_dropout"] = nn.Dropout(input_dropout)
+        width = math.prod(input_shape)
+        for number, size in enumerate(hidden, start=1):
+            layers[f"fc{number}"] = nn.Linear(width, size)
+            layers[f"relu{number}"] = nn.ReLU()
+            if dropout:
+                layers[f"dropout{number}"] = nn.Dropout(dropout)
+            width = size
+        layers["head"] = nn.Linear(width, num_classes)
+        super().__init__(layers)
+
+
+class SmallCNN(nn.Sequential):
+    """(Conv3x3 → BatchNorm → ReLU → MaxPool2) per entry of ``channels`` → global average pool → Linear head.
+
+    Blocks are named ``block{i}`` (with ``conv``, ``bn``, ``relu``, ``pool`` inside), so feature maps
+    are addressed as ``block2`` or ``block2.relu``.
+    """
+
+    def __init__(self, input_shape: Sequence[int], channels: Sequence[int], num_classes: int) -> None:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        in_channels = input_shape[0]
+        for number, out_channels in enumerate(channels, start=1):
+            layers[f"block{number}"] = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
+                    bn=nn.BatchNorm2d(out_channels),
+                    relu=nn.ReLU(),
+                    pool=nn.MaxPool2d(2, ceil_mode=True),
+                )
+            )
+            in_channels = out_channels
+        layers["pool"] = nn.AdaptiveAvgPool2d(1)
+        layers["flatten"] = nn.Flatten()
+        layers["head"] = nn.Linear(in_channels, num_classes)
+        super().__init__(layers)
+
+
+@torch.no_grad()
+def apply_max_norm(model: nn.Module, max_norm: float) -> None:
+    """Rescale each hidden unit's incoming weight vector to L2 norm <= ``max_norm``.
+
+    The max-norm constraint of Srivastava et al. 2014 (used with dropout by Hinton et al. 2015);
+    applied to every Linear layer except one named ``head``.
+    """
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Linear) and not name.endswith("head"):
+            module.weight.copy_(torch.renorm(module.weight, p=2, dim=0, maxnorm=max_norm))

@@ -1,0 +1,128 @@
+"""Turn results.json into a table (terminal and markdown) and a PNG of learning curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from distill.checkpoint import atomic_write_text
+
+HEADERS = ["model", "test accuracy", "parameters", "size on disk", "CPU latency / batch", "speed-up"]
+
+
+def _accuracy(summary: dict) -> str:
+    seeds = len(summary["seeds"])
+    value = summary["test_accuracy"]
+    return f"{100 * value['mean']:.2f}% ± {100 * value['std']:.2f} ({seeds} seeds)"
+
+
+def _size(size_bytes: int) -> str:
+    return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024**2 else f"{size_bytes / 1024**2:.2f} MiB"
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    teacher, student = results["teacher"], results["student"]
+    rows = [
+        [
+            "teacher",
+            f"{100 * teacher['test_accuracy']:.2f}%",
+            f"{teacher['parameters']:,}",
+            _size(teacher["size_bytes"]),
+            f"{teacher['cpu_latency_ms']:.2f} ms",
+            "1.0x",
+        ]
+    ]
+    labels = {"baseline": "student, hard labels only", "distilled": "student, distilled"}
+    for kind, summary in results["students"].items():
+        rows.append(
+            [
+                labels.get(kind, kind),
+                _accuracy(summary),
+                f"{student['parameters']:,}",
+                _size(student["size_bytes"]),
+                f"{student['cpu_latency_ms']:.2f} ms",
+                f"{student['speedup']:.1f}x",
+            ]
+        )
+    return rows
+
+
+def markdown_table(results: dict) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
+    return "\n".join(lines)
+
+
+def print_table(results: dict, console: Console | None = None) -> None:
+    table = Table(
+        title=f"{results['recipe']} on {results['dataset']} (test split, {results['test_examples']} examples)"
+    )
+    for header in HEADERS:
+        table.add_column(header, justify="left" if header == "model" else "right")
+    for row in table_rows(results):
+        table.add_row(*row)
+    console = console or Console()
+    console.print(table)
+    if "distillation_gain" in results:
+        console.print(
+            f"distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} "
+            "points of mean test accuracy"
+        )
+
+
+def _curves(run_dir: Path) -> list[tuple[str, list[int], list[float]]]:
+    curves = []
+    for metrics in sorted(run_dir.glob("**/metrics.jsonl")):
+        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        epochs = [r for r in records if r.get("event") == "epoch" and "eval_accuracy" in r]
+        if epochs:
+            label = str(metrics.parent.relative_to(run_dir))
+            curves.append((label, [r["epoch"] + 1 for r in epochs], [100 * r["eval_accuracy"] for r in epochs]))
+    return curves
+
+
+def plot_learning_curves(run_dir: Path, path: Path) -> bool:
+    """Per-epoch evaluation accuracy of every stage in ``run_dir``; False when there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers and in CI
+    import matplotlib.pyplot as plt
+
+    curves = _curves(run_dir)
+    if not curves:
+        return False
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, epochs, accuracy in curves:
+        style = "-" if "distilled" in label else ("--" if "baseline" in label else ":")
+        axis.plot(epochs, accuracy, style, label=label, linewidth=1.5)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("evaluation accuracy (%)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return True
+
+
+def write_report(results: dict, run_dir: Path) -> None:
+    has_plot = plot_learning_curves(run_dir, run_dir / "curves.png")
+    text = [
+        f"# {results['recipe']}",
+        "",
+        f"Dataset: {results['dataset']} ({results['train_examples']} training, "
+        f"{results['test_examples']} test examples). Accuracy is on the test split at the final epoch, "
+        f"mean ± sample std over seeds {results['seeds']}. Latency: median forward time of a batch of "
+        f"{results['latency_batch']} on CPU with {results['torch_threads']} threads.",
+        "",
+        markdown_table(results),
+        "",
+    ]
+    if "distillation_gain" in results:
+        text.append(f"Distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} points.")
+    if has_plot:
+        text += ["", "![learning curves](curves.png)"]
+    atomic_write_text(run_dir / "report.md", "\n".join(text) + "\n")

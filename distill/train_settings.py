@@ -1,0 +1,74 @@
+"""How a model is trained: the ``train:`` section of a recipe, validated by pydantic.
+
+Kept apart from ``train.py`` so the recipe layer (``config.py``) and the loop share one definition.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class StrictModel(BaseModel):
+    """Every recipe section rejects unknown keys, so a typo is an error, not a silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class OptimizerSettings(StrictModel):
+    name: Literal["sgd", "adam", "adamw"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
+    nesterov: bool = False  # sgd only
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw only
+
+
+class LRScheduleSettings(StrictModel):
+    """Learning-rate multiplier per optimizer step: linear warm-up, then a decay to ``final_factor``."""
+
+    name: Literal["constant", "linear", "cosine", "step"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    final_factor: float = Field(0.0, ge=0, le=1)  # linear / cosine: lr at the last step, relative to lr
+    milestones: list[float] = []  # step: fractions of the run (0..1) at which lr is multiplied by gamma
+    gamma: float = Field(0.1, gt=0)
+
+    @model_validator(mode="after")
+    def _milestones_are_fractions(self) -> LRScheduleSettings:
+        if any(not 0 < value < 1 for value in self.milestones):
+            raise ValueError(f"milestones must be fractions of the run between 0 and 1, got {self.milestones}")
+        return self
+
+    def factor(self, step: int, total_steps: int) -> float:
+        """The lr multiplier at optimizer step ``step`` (0-based) of ``total_steps``."""
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, total_steps - self.warmup_steps))
+        if self.name == "linear":
+            return 1.0 - (1.0 - self.final_factor) * progress
+        if self.name == "cosine":
+            return self.final_factor + (1.0 - self.final_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if self.name == "step":
+            passed = sum(step >= fraction * total_steps for fraction in self.milestones)
+            return self.gamma**passed
+        return 1.0
+
+
+class TrainSettings(StrictModel):
+    """Everything the Trainer needs besides the objective and the data."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
+    optimizer: OptimizerSettings = OptimizerSettings()
+    lr_schedule: LRScheduleSettings = LRScheduleSettings()
+    grad_clip: float | None = Field(None, gt=0)  # max global grad norm
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    grad_accum_steps: int = Field(1, ge=1)
+    max_norm: float | None = Field(None, gt=0)  # max-norm constraint on hidden units (Hinton et al. 2015)
+    jitter: int = Field(0, ge=0)  # random shift of input images by up to this many pixels
+    log_every: int = Field(50, ge=1)  # optimizer steps between step records in metrics.jsonl
+    keep_checkpoints: int = Field(2, ge=1)
+    cpu: bool = False  # force CPU even when an accelerator is present

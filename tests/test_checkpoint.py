@@ -1,0 +1,83 @@
+"""Checkpoints: atomic, safetensors + JSON only, loadable into the bare model, RNG restored."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from distill.checkpoint import (
+    atomic_write_json,
+    latest_checkpoint,
+    load_module_weights,
+    read_checkpoint,
+    restore_checkpoint_rng,
+    write_checkpoint,
+)
+
+
+def _model() -> nn.Module:
+    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+
+def test_atomic_json_never_leaves_a_half_file(tmp_path):
+    target = tmp_path / "state.json"
+    atomic_write_json(target, {"ok": 1})
+    with pytest.raises(TypeError):
+        atomic_write_json(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"ok": 1}
+    assert [path.name for path in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_checkpoint_roundtrip_weights_optimizer_and_rng(tmp_path):
+    model = _model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(5, 4)).sum().backward()
+    optimizer.step()
+    folder = write_checkpoint(tmp_path, 0, {"model": model}, optimizer.state_dict(), {"step": 1, "recipe": {"a": 1}})
+    expected_draw = torch.rand(3)
+
+    assert latest_checkpoint(tmp_path) == folder
+    assert sorted(path.suffix for path in folder.iterdir()) == [
+        ".json",
+        ".safetensors",
+        ".safetensors",
+        ".safetensors",
+    ]
+    fresh = _model()
+    fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.01)
+    state, optimizer_state = read_checkpoint(folder, {"model": fresh})
+    fresh_optimizer.load_state_dict(optimizer_state)
+    for saved, loaded in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
+        assert torch.equal(saved, loaded)
+    for key, value in optimizer.state_dict()["state"][0].items():
+        assert torch.equal(value, fresh_optimizer.state_dict()["state"][0][key])
+    assert state["step"] == 1 and state["recipe"] == {"a": 1} and "torch" in state["versions"]
+    restore_checkpoint_rng(folder)
+    assert torch.equal(torch.rand(3), expected_draw)
+
+
+def test_old_checkpoints_are_pruned_and_latest_moves(tmp_path):
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(4):
+        write_checkpoint(tmp_path, epoch, {"model": model}, optimizer.state_dict(), {"step": epoch}, keep_last=2)
+    assert sorted(path.name for path in tmp_path.glob("epoch-*")) == ["epoch-0002", "epoch-0003"]
+    assert json.loads((tmp_path / "latest.json").read_text())["epoch"] == 3
+    assert not list(tmp_path.glob(".*"))  # no staging leftovers
+
+
+def test_saved_model_loads_into_the_bare_model_and_mismatch_is_explained(tmp_path):
+    model = _model()
+    folder = write_checkpoint(
+        tmp_path, 0, {"model": model}, torch.optim.SGD(model.parameters(), lr=1).state_dict(), {"step": 0}
+    )
+    bare = _model()
+    load_module_weights(bare, folder)
+    assert torch.equal(bare[0].weight, model[0].weight)
+    with pytest.raises(ValueError, match="missing keys"):
+        load_module_weights(nn.Sequential(nn.Linear(4, 3)), folder / "model.safetensors")
+    with pytest.raises(FileNotFoundError, match=r"expected a \.safetensors file"):
+        load_module_weights(bare, tmp_path / "nothing.safetensors")
