@@ -18,7 +18,7 @@ from typing import Any, Literal
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from distill.losses.registry import unknown_name_message
+from distill.names import unknown_name_message
 
 # Beyond this many valid names the one-line list becomes unreadable; it is wrapped instead.
 _WRAP_ABOVE = 40

@@ -10,15 +10,16 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from distill import losses as loss_registry
 from distill.connectors import CONNECTOR_KINDS
-from distill.losses.registry import unknown_name_message
+from distill.matches import check_options
 from distill.models.build import ModelSpec
+from distill.names import unknown_name_message
 from distill.schedules import Schedule
 from distill.train_settings import StrictModel, TrainSettings
 
@@ -58,13 +59,16 @@ class StudentSpec(StrictModel):
 
 
 class MatchSpec(StrictModel):
-    student: str
-    teacher: str
+    student: str | list[str]  # a dotted module name, or several (paired with the teacher's, in order)
+    teacher: str | list[str]
     loss: str = "hidden_mse"
-    weight: ScheduleOrNumber = 1.0
+    weight: ScheduleOrNumber | list[ScheduleOrNumber] = 1.0  # one, or one per layer pair
     connector: str | None = None
     connector_hidden: int | None = Field(None, ge=1)
     name: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss, e.g. {p: 2}
+    stage: Literal["main", "pretrain", "both"] | None = None  # default: the loss's own (AB, FSP: pretrain)
+    pretrain_epochs: int | None = Field(None, ge=1)
 
     @field_validator("loss")
     @classmethod
@@ -78,9 +82,15 @@ class MatchSpec(StrictModel):
             raise ValueError(unknown_name_message("connector", value, list(CONNECTOR_KINDS)))
         return value
 
+    @model_validator(mode="after")
+    def _known_options(self) -> MatchSpec:
+        check_options(self.loss, self.options, "options")
+        return self
+
 
 class DistillSpec(StrictModel):
     response_loss: str | None = "kd"
+    response_options: dict[str, Any] = Field(default_factory=dict)  # e.g. dkd: {alpha: 1, beta: 8}
     temperature: ScheduleOrNumber = 4.0
     kd_weight: ScheduleOrNumber = 1.0
     hard_weight: ScheduleOrNumber = 0.0
@@ -90,6 +100,14 @@ class DistillSpec(StrictModel):
     @classmethod
     def _known_loss(cls, value: str | None) -> str | None:
         return value if value is None else _check_loss_name(value)
+
+    @model_validator(mode="after")
+    def _known_options(self) -> DistillSpec:
+        if self.response_loss:
+            check_options(self.response_loss, self.response_options, "response_options")
+        elif self.response_options:
+            raise ValueError("response_options given but response_loss is null")
+        return self
 
 
 class Recipe(StrictModel):

@@ -3,20 +3,27 @@
 A student layer is usually narrower than the teacher layer it imitates, so feature losses
 (FitNets' hint loss, hidden-state MSE) compare ``connector(student_feature)`` with the teacher's
 feature. Connectors are sized from shapes observed on a probe batch, *including* the batch
-dimension: ``(B, D)``, ``(B, L, D)`` or ``(B, C, H, W)``. The modules built here never depend on B.
+dimension: ``(B, D)``, ``(B, L, D)``, ``(B, C, L)`` or ``(B, C, H, W)``. The modules built here never
+depend on B.
+
+A 3-D shape is ambiguous: a sequence of token vectors ``(B, L, D)`` (transformer hidden states) or a
+channels-first 1-D feature map ``(B, C, L)`` (a Conv1d output). The kind decides: ``linear`` and
+``mlp`` read 3-D features as ``(B, L, D)`` and map the last dimension ``D``; ``conv1x1`` reads them
+as ``(B, C, L)`` and maps the channel dimension ``C``.
 
 Kinds:
 
 * ``identity`` — no parameters; only when the shapes already match.
-* ``linear`` — ``nn.Linear(d_s, d_t)`` on the last dimension of 2-D/3-D features.
+* ``linear`` — ``nn.Linear(d_s, d_t)`` on the last dimension of 2-D ``(B, D)`` / 3-D ``(B, L, D)`` features.
 * ``mlp`` — ``Linear(d_s, h) -> ReLU -> Linear(h, d_t)`` on the last dimension, ``h = hidden`` or
   ``max(d_s, d_t)``.
-* ``conv1x1`` — for 4-D feature maps: ``Conv2d(c_s, c_t, 1, bias=False) -> BatchNorm2d(c_t)``, the
-  regressor used by FitNets-style and torchdistill's feature distillation (the BN keeps the
-  regressed maps at the scale of the teacher's normalised features). When the spatial sizes
-  differ, an ``AdaptiveAvgPool2d`` to the teacher's ``(H, W)`` runs first (pooling before the
-  pointwise conv is equivalent and cheaper); a smaller student map is repeated up to the
-  teacher's size by the same adaptive pooling.
+* ``conv1x1`` — for 4-D feature maps ``(B, C, H, W)``: ``Conv2d(c_s, c_t, 1, bias=False) ->
+  BatchNorm2d(c_t)``, the regressor used by FitNets-style and torchdistill's feature distillation
+  (the BN keeps the regressed maps at the scale of the teacher's normalised features). When the
+  spatial sizes differ, an ``AdaptiveAvgPool2d`` to the teacher's ``(H, W)`` runs first (pooling
+  before the pointwise conv is equivalent and cheaper); a smaller student map is repeated up to the
+  teacher's size by the same adaptive pooling. For 3-D channels-first 1-D maps ``(B, C, L)`` the
+  same with ``AdaptiveAvgPool1d(L_t) -> Conv1d -> BatchNorm1d``.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from distill.losses.registry import unknown_name_message
+from distill.names import unknown_name_message
 
 CONNECTOR_KINDS = ("identity", "linear", "conv1x1", "mlp")
 
@@ -49,12 +56,39 @@ def _check_last_dim_mappable(kind: str, student: tuple[int, ...], teacher: tuple
     if student[:-1] != teacher[:-1]:
         raise ValueError(
             f"connector {kind!r} maps only the last dimension, but the leading dimensions differ "
-            f"({_shapes(student, teacher)}); pick layers whose shapes agree except for the feature size"
+            f"({_shapes(student, teacher)}); pick layers whose shapes agree except for the feature size. "
+            f"{kind!r} reads 3-D features as sequences (B, L, D); for 1-D feature maps (B, C, L), "
+            "channels first, use connector 'conv1x1'"
         )
 
 
 class _Conv1x1Connector(nn.Sequential):
-    """``[AdaptiveAvgPool2d ->] Conv2d 1×1 -> BatchNorm2d``; a named class so that ``repr`` reads well."""
+    """``[AdaptiveAvgPool ->] 1×1 Conv -> BatchNorm``, 2-D or 1-D; a named class so that ``repr`` reads well."""
+
+
+def _conv1x1(student: tuple[int, ...], teacher: tuple[int, ...]) -> _Conv1x1Connector:
+    """Pointwise conv + BN over the channel dimension of (B, C, H, W) or (B, C, L) maps."""
+    if len(student) != len(teacher) or len(student) not in (3, 4):
+        raise ValueError(
+            f"connector 'conv1x1' needs channels-first feature maps of the same rank, 4-D (B, C, H, W) or "
+            f"3-D (B, C, L), but got {_shapes(student, teacher)}; use connector 'linear' or 'mlp' for 2-D "
+            "(B, D) features or 3-D sequences (B, L, D)"
+        )
+    if student[0] != teacher[0]:
+        raise ValueError(f"connector 'conv1x1': the batch dimensions differ ({_shapes(student, teacher)})")
+    c_s, c_t = student[1], teacher[1]
+    one_d = len(student) == 3
+    pool, conv, norm = (
+        (nn.AdaptiveAvgPool1d, nn.Conv1d, nn.BatchNorm1d)
+        if one_d
+        else (nn.AdaptiveAvgPool2d, nn.Conv2d, nn.BatchNorm2d)
+    )
+    layers: list[nn.Module] = []
+    if student[2:] != teacher[2:]:
+        layers.append(pool(teacher[2] if one_d else teacher[2:]))
+    # bias=False: the BatchNorm that follows has its own shift, a conv bias would be redundant.
+    layers += [conv(c_s, c_t, kernel_size=1, bias=False), norm(c_t)]
+    return _Conv1x1Connector(*layers)
 
 
 def build_connector(
@@ -82,7 +116,8 @@ def build_connector(
         if student != teacher:
             raise ValueError(
                 f"connector 'identity' needs equal shapes, but got {_shapes(student, teacher)}; "
-                "use connector 'linear' or 'mlp' (2-D/3-D features) or 'conv1x1' (4-D feature maps)"
+                "use connector 'linear' or 'mlp' (2-D (B, D) or 3-D (B, L, D) features) or 'conv1x1' "
+                "(feature maps (B, C, H, W) or (B, C, L))"
             )
         return nn.Identity()
 
@@ -94,18 +129,4 @@ def build_connector(
         width = hidden if hidden is not None else max(d_s, d_t)
         return nn.Sequential(nn.Linear(d_s, width), nn.ReLU(), nn.Linear(width, d_t))
 
-    # conv1x1
-    if len(student) != 4 or len(teacher) != 4:
-        raise ValueError(
-            f"connector 'conv1x1' needs 4-D (B, C, H, W) feature maps, but got {_shapes(student, teacher)}; "
-            "use connector 'linear' or 'mlp' for 2-D/3-D features"
-        )
-    if student[0] != teacher[0]:
-        raise ValueError(f"connector 'conv1x1': the batch dimensions differ ({_shapes(student, teacher)})")
-    c_s, c_t = student[1], teacher[1]
-    layers: list[nn.Module] = []
-    if student[2:] != teacher[2:]:
-        layers.append(nn.AdaptiveAvgPool2d(teacher[2:]))
-    # bias=False: the BatchNorm that follows has its own shift, a conv bias would be redundant.
-    layers += [nn.Conv2d(c_s, c_t, kernel_size=1, bias=False), nn.BatchNorm2d(c_t)]
-    return _Conv1x1Connector(*layers)
+    return _conv1x1(student, teacher)

@@ -3,15 +3,17 @@
 An *objective* is what the Trainer optimises. It exposes
 ``trainable`` (the one nn.Module handed to Accelerate), ``losses(model, batch, step, total_steps)``
 (a dict of named loss terms plus ``total``), ``predict(model, inputs)`` (logits for evaluation),
-``parts(model)`` (the modules a checkpoint saves) and ``to(device)`` (for what lives outside
-``trainable``, such as the teacher). ``Distiller`` distils; ``SupervisedObjective`` trains on labels.
+``parts(model)`` (the modules a checkpoint saves), ``to(device)`` (for what lives outside
+``trainable``, such as the teacher) and optionally ``stages()`` (pre-training stages the Trainer
+runs first). ``Distiller`` distils; ``SupervisedObjective`` trains on labels.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,57 +21,69 @@ from torch import Tensor, nn
 from distill import losses as loss_registry
 from distill.batch import Batch, Inputs, call_model, logits_of
 from distill.capture import Capture, resolve_module
-from distill.connectors import build_connector
+from distill.matches import BuiltMatch, FeatureMatch, build_matches, check_options, expand_matches, sequence_mask
+from distill.methods.base import BuildContext, StepContext
 from distill.schedules import Schedule, ScheduleLike, as_schedule
+from distill.stages import PretrainObjective, Stage
+
+__all__ = ["Distiller", "FeatureMatch", "StudentWithConnectors", "SupervisedObjective", "freeze"]
 
 
-@dataclass(frozen=True)
-class FeatureMatch:
-    """Pull the student's ``student`` module output towards the teacher's ``teacher`` module output.
-
-    ``connector`` (identity | linear | conv1x1 | mlp) maps student features to the teacher's shape
-    and is trained with the student. ``weight`` may be a number or a Schedule.
-    """
-
-    student: str
-    teacher: str
-    loss: str = "hidden_mse"
-    weight: ScheduleLike = 1.0
-    connector: str | None = None
-    connector_hidden: int | None = None
-    name: str | None = None
-
-    @property
-    def term_name(self) -> str:
-        return self.name or f"{self.loss}:{self.student}->{self.teacher}"
-
-
-def _connector_key(index: int) -> str:
+def _key(index: int) -> str:
     # ModuleDict keys may not contain dots, and dotted layer names are the norm.
     return f"match{index}"
 
 
 class StudentWithConnectors(nn.Module):
-    """The trainable module of a distillation: the student plus one connector per feature match.
+    """The trainable module of a distillation: the student, a connector and a method module per match.
 
-    ``forward`` returns ``(student_output, features)`` where ``features[i]`` is match ``i``'s student
-    feature after its connector. The student is a plain attribute, so ``model.student`` saved alone
-    loads into the bare student model.
+    ``forward(inputs)`` returns ``(student_output, {})``; given a ``context`` with the teacher's
+    features it also computes the match terms, inside the module's forward so that DDP sees every
+    parameter used. The student is a plain attribute, so ``model.student`` saved alone loads into
+    the bare student model.
     """
 
-    def __init__(self, student: nn.Module, feature_names: Sequence[str], connectors: Sequence[nn.Module]) -> None:
+    def __init__(self, student: nn.Module, built: Sequence[BuiltMatch]) -> None:
         super().__init__()
         self.student = student
-        self.feature_names = list(feature_names)
-        self.connectors = nn.ModuleDict({_connector_key(i): module for i, module in enumerate(connectors)})
+        self.connectors = nn.ModuleDict({_key(i): match.connector for i, match in enumerate(built)})
+        self.methods = nn.ModuleDict({_key(i): m.method for i, m in enumerate(built) if m.method is not None})
+        self.built = list(built)  # a plain list: its modules are registered through the dicts above
 
-    def forward(self, inputs: Inputs) -> tuple[object, list[Tensor]]:
-        if not self.feature_names:
-            return call_model(self.student, inputs), []
-        with Capture(self.student, sorted(set(self.feature_names))) as captured:
-            output = call_model(self.student, inputs)
-        features = [self.connectors[_connector_key(i)](captured[name]) for i, name in enumerate(self.feature_names)]
-        return output, features
+    def forward(
+        self,
+        inputs: Inputs,
+        teacher_features: Mapping[str, Tensor] | None = None,
+        context: StepContext | None = None,
+        active: Sequence[int] | None = None,
+        pretrain: bool = False,
+    ) -> tuple[Any, dict[str, Tensor]]:
+        active = list(range(len(self.built))) if active is None else list(active)
+        if teacher_features is None or not active:
+            return call_model(self.student, inputs), {}
+        assert context is not None
+        needs_student = not pretrain or any(
+            self.built[i].method is None or self.built[i].method.pretrain_needs_student for i in active
+        )
+        output, captured = None, {}
+        if needs_student:
+            names = sorted({name for i in active for name in self.built[i].student_layers})
+            with Capture(self.student, names) as recorded:
+                output = call_model(self.student, inputs)
+            captured = {name: recorded[name] for name in names}
+            context = replace(context, student_logits=logits_of(output))
+        terms = {}
+        for index in active:
+            match = self.built[index]
+            student = match.connect([captured[n] for n in match.student_layers]) if captured else None
+            teacher = match.teacher_input(teacher_features)
+            if match.method is None:
+                terms[match.term_name] = match.function_term(student, teacher, context)
+            elif pretrain:
+                terms[match.term_name] = match.method.pretrain_loss(student, teacher, context)
+            else:
+                terms[match.term_name] = match.method(student, teacher, context)
+        return output, terms
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -80,30 +94,18 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def _accepts(function: Callable, argument: str) -> bool:
-    return argument in inspect.signature(function).parameters
-
-
-def _sequence_mask(batch: Batch, tensor: Tensor) -> Tensor | None:
-    """The padding mask applies to tensors laid out (batch, length, ...) or (batch, heads, length, length)."""
-    mask = batch.mask
-    if mask is None or tensor.dim() < 3:
-        return None
-    if tuple(tensor.shape[:2]) == tuple(mask.shape) or tensor.shape[-1] == mask.shape[-1]:
-        return mask
-    return None
-
-
 class Distiller:
     """Offline distillation from a frozen teacher.
 
-    total = kd_weight · response_loss(student_logits, teacher_logits, temperature)
+    total = kd_weight · response_loss(student_logits, teacher_logits, temperature, **response_options)
           + hard_weight · CE(student_logits, labels)
-          + Σ_matches weight · loss(connector(student_feature), teacher_feature)
+          + Σ_matches weight · loss(connector(student_feature), teacher_feature, **options)
 
     ``temperature`` and every weight may be a number or a :class:`Schedule` over optimizer steps.
     ``sample_inputs`` (a few real inputs) is needed when there are feature matches: the shapes seen
-    on it size the connectors and are checked here, before training, not at step 1000.
+    on it size the connectors and method modules and are checked here, before training.
+    ``build_context`` tells methods about the training set (CRD sizes its memory bank from it).
+    Matches whose stage is ``pretrain`` or ``both`` are trained alone first: see :meth:`stages`.
     """
 
     def __init__(
@@ -116,19 +118,25 @@ class Distiller:
         hard_weight: ScheduleLike = 0.0,
         matches: Sequence[FeatureMatch] = (),
         sample_inputs: Inputs | None = None,
+        response_options: Mapping[str, Any] | None = None,
+        build_context: BuildContext | None = None,
     ) -> None:
         self.teacher = freeze(teacher)
         self.response_loss = response_loss
         self.response_fn = loss_registry.get(response_loss) if response_loss else None
+        self.response_options = dict(response_options or {})
+        if response_loss:
+            check_options(response_loss, self.response_options, "response_options")
         self.temperature: Schedule = as_schedule(temperature)
         self.kd_weight: Schedule = as_schedule(kd_weight)
         self.hard_weight: Schedule = as_schedule(hard_weight)
-        self.matches = list(matches)
-        self.match_fns = [loss_registry.get(match.loss) for match in self.matches]
-        self.match_weights = [as_schedule(match.weight) for match in self.matches]
+        self.matches = expand_matches(matches)
         self._check_unique_term_names()
-        connectors = self._build_connectors(student, sample_inputs)
-        self.trainable = StudentWithConnectors(student, [m.student for m in self.matches], connectors)
+        context = build_context or BuildContext()
+        context.teacher = self.teacher
+        built = self._build(student, sample_inputs, context)
+        self.trainable = StudentWithConnectors(student, built)
+        self.needs_index = any(m.method is not None and m.method.needs_index for m in built)
 
     def _check_unique_term_names(self) -> None:
         names = [match.term_name for match in self.matches]
@@ -136,26 +144,24 @@ class Distiller:
         if repeated:
             raise ValueError(f"feature matches share the term name(s) {repeated}; give each a distinct 'name'")
 
-    def _build_connectors(self, student: nn.Module, sample_inputs: Inputs | None) -> list[nn.Module]:
-        for match in self.matches:  # names first: a typo is reported with the valid names
-            resolve_module(student, match.student)
-            resolve_module(self.teacher, match.teacher)
+    def _build(self, student: nn.Module, sample_inputs: Inputs | None, context: BuildContext) -> list[BuiltMatch]:
+        student_names = sorted({name for m in self.matches for name in _names(m.student)})
+        teacher_names = sorted({name for m in self.matches for name in _names(m.teacher)})
+        for name in student_names:  # names first: a typo is reported with the valid names
+            resolve_module(student, name)
+        for name in teacher_names:
+            resolve_module(self.teacher, name)
         if not self.matches:
             return []
         if sample_inputs is None:
             raise ValueError("Distiller needs sample_inputs (a few real inputs) to size and check feature matches")
-        student_features = _probe(student, [m.student for m in self.matches], sample_inputs)
-        teacher_features = _probe(self.teacher, [m.teacher for m in self.matches], sample_inputs)
-        connectors = []
-        for match in self.matches:
-            student_shape = tuple(student_features[match.student].shape)
-            teacher_shape = tuple(teacher_features[match.teacher].shape)
-            kind = match.connector or "identity"
-            try:
-                connectors.append(build_connector(kind, student_shape, teacher_shape, match.connector_hidden))
-            except ValueError as error:
-                raise ValueError(f"feature match {match.term_name!r}: {error}") from None
-        return connectors
+        student_features = _probe(student, student_names, sample_inputs)
+        teacher_features = _probe(self.teacher, teacher_names, sample_inputs)
+        return build_matches(self.matches, student_features, teacher_features, context)
+
+    @property
+    def built(self) -> list[BuiltMatch]:
+        return self.trainable.built
 
     # ------------------------------------------------------------------ the objective protocol
 
@@ -165,27 +171,52 @@ class Distiller:
 
     def parts(self, model: nn.Module) -> dict[str, nn.Module]:
         parts = {"model": model.student}
-        if any(True for _ in model.connectors.parameters()):
-            parts["connectors"] = model.connectors
+        for name in ("connectors", "methods"):
+            module = getattr(model, name)
+            if any(True for _ in module.state_dict()):
+                parts[name] = module
         return parts
 
     def predict(self, model: nn.Module, inputs: Inputs) -> Tensor:
         return logits_of(call_model(model.student, inputs))
 
+    def stages(self) -> list[Stage]:
+        """The pre-training stage, when some match trains before distillation (AB, FSP, FT's paraphraser)."""
+        indices = [i for i, match in enumerate(self.built) if match.stage in ("pretrain", "both")]
+        if not indices:
+            return []
+        epochs = max(self.built[i].pretrain_epochs for i in indices)
+        methods = [self.built[i].method for i in indices if self.built[i].method is not None]
+        return [Stage("pretrain", epochs, PretrainObjective(self, indices), [m.end_pretrain for m in methods])]
+
     @torch.no_grad()
-    def teacher_outputs(self, inputs: Inputs) -> tuple[Tensor, dict[str, Tensor]]:
+    def teacher_outputs(self, inputs: Inputs, indices: Sequence[int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         if self.teacher.training:  # someone called teacher.train(); dropout must stay off
             self.teacher.eval()
-        names = sorted({match.teacher for match in self.matches})
+        chosen = self.built if indices is None else [self.built[i] for i in indices]
+        names = sorted({name for match in chosen for name in match.teacher_layers})
         with Capture(self.teacher, names, detach=True) as captured:
             logits = logits_of(call_model(self.teacher, inputs))
         return logits, {name: captured[name] for name in names}
 
+    def step_context(self, batch: Batch, teacher_logits: Tensor, step: int, total_steps: int | None) -> StepContext:
+        return StepContext(
+            student_logits=teacher_logits,  # replaced by the student's logits once they exist
+            teacher_logits=teacher_logits,
+            labels=batch.labels,
+            index=batch.index,
+            mask=batch.mask,
+            step=step,
+            total_steps=total_steps,
+        )
+
     def losses(
         self, model: nn.Module, batch: Batch, step: int = 0, total_steps: int | None = None
     ) -> dict[str, Tensor]:
-        teacher_logits, teacher_features = self.teacher_outputs(batch.inputs)
-        output, student_features = model(batch.inputs)
+        active = [i for i, match in enumerate(self.built) if match.stage in ("main", "both")]
+        teacher_logits, teacher_features = self.teacher_outputs(batch.inputs, active)
+        context = self.step_context(batch, teacher_logits, step, total_steps)
+        output, match_terms = model(batch.inputs, teacher_features, context, active)
         student_logits = logits_of(output)
         terms: dict[str, Tensor] = {}
         total = student_logits.new_zeros(())
@@ -198,24 +229,29 @@ class Distiller:
         if hard_weight:
             terms["hard_ce"] = loss_registry.hard_ce_loss(student_logits, batch.labels)
             total = total + hard_weight * terms["hard_ce"]
-        for index, match in enumerate(self.matches):
-            weight = self.match_weights[index](step, total_steps)
-            if not weight:
-                continue
-            student_feature, teacher_feature = student_features[index], teacher_features[match.teacher]
-            term = self.match_fns[index](student_feature, teacher_feature, mask=_sequence_mask(batch, teacher_feature))
-            terms[match.term_name] = term
-            total = total + weight * term
+        for index in active:
+            match = self.built[index]
+            weight = match.weight(step, total_steps)
+            if weight:
+                terms[match.term_name] = match_terms[match.term_name]
+                total = total + weight * terms[match.term_name]
         terms["total"] = total
         return terms
 
     def _response_term(
         self, student_logits: Tensor, teacher_logits: Tensor, batch: Batch, step: int, total_steps: int | None
     ) -> Tensor:
-        kwargs = {"mask": _sequence_mask(batch, student_logits)}
-        if _accepts(self.response_fn, "temperature"):
+        parameters = inspect.signature(self.response_fn).parameters
+        kwargs: dict[str, Any] = {"mask": sequence_mask(batch.mask, student_logits), **self.response_options}
+        if "temperature" in parameters and "temperature" not in self.response_options:
             kwargs["temperature"] = self.temperature(step, total_steps)
+        if "labels" in parameters:
+            kwargs["labels"] = batch.labels
         return self.response_fn(student_logits, teacher_logits, **kwargs)
+
+
+def _names(value: str | Sequence[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _probe(model: nn.Module, names: Sequence[str], sample_inputs: Inputs) -> dict[str, Tensor]:

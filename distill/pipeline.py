@@ -25,8 +25,10 @@ from torch import nn
 from distill.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, load_module_weights
 from distill.config import Recipe
 from distill.data import DataSplits, load_dataset, random_shift
+from distill.data.indexed import WithIndex, train_labels
 from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.measure import accuracy_on, cpu_latency_ms, file_size, mean_std, sample_batch
+from distill.methods.base import BuildContext
 from distill.models import build_model, count_parameters
 from distill.schedules import as_schedule
 from distill.train import Trainer
@@ -55,9 +57,10 @@ def _train(
     show_progress: bool,
     description: str,
 ) -> dict:
+    needs_index = getattr(objective, "needs_index", False)
     trainer = Trainer(
         objective,
-        data.train,
+        WithIndex(data.train) if needs_index else data.train,
         data.eval_split,
         settings,
         run_dir,
@@ -98,10 +101,21 @@ def build_teacher(
 def make_distiller(recipe: Recipe, teacher: nn.Module, student: nn.Module, data: DataSplits) -> Distiller:
     spec = recipe.distill
     matches = [
-        FeatureMatch(m.student, m.teacher, m.loss, as_schedule(m.weight), m.connector, m.connector_hidden, m.name)
+        FeatureMatch(
+            m.student,
+            m.teacher,
+            m.loss,
+            [as_schedule(w) for w in m.weight] if isinstance(m.weight, list) else as_schedule(m.weight),
+            m.connector,
+            m.connector_hidden,
+            m.name,
+            m.options,
+            m.stage,
+            m.pretrain_epochs,
+        )
         for m in spec.matches
     ]
-    sample = sample_batch(data.train, 8)
+    context = BuildContext(num_examples=len(data.train), num_classes=data.num_classes, train_labels=train_labels(data))
     return Distiller(
         teacher,
         student,
@@ -110,7 +124,9 @@ def make_distiller(recipe: Recipe, teacher: nn.Module, student: nn.Module, data:
         spec.kd_weight,
         spec.hard_weight,
         matches,
-        sample_inputs=sample,
+        sample_inputs=sample_batch(data.train, 8),
+        response_options=spec.response_options,
+        build_context=context,
     )
 
 

@@ -184,6 +184,7 @@ class Trainer:
     def fit(self, resume: bool = False) -> dict[str, Any]:
         """Train to the last epoch; return the final epoch's record (train loss and eval metrics)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._run_stages(resume)
         settings = self.settings
         accelerator = fresh_accelerator(settings)
         model = self.objective.trainable
@@ -273,6 +274,24 @@ class Trainer:
                     self._checkpoint(unwrapped, optimizer, scheduler, epoch, step, record)
                 accelerator.wait_for_everyone()
         return record
+
+    def _run_stages(self, resume: bool) -> None:
+        """Pre-training stages the objective declares (see ``distill.stages``), each a full run of its own."""
+        stages = getattr(self.objective, "stages", None)
+        for stage in stages() if stages else []:
+            Trainer(
+                stage.objective,
+                self.train_data,
+                self.eval_data,
+                self.settings.model_copy(update={"epochs": stage.epochs}),
+                self.run_dir / f"stage-{stage.name}",
+                seed=self.seed,
+                recipe=self.recipe,
+                input_transform=self.input_transform,
+                show_progress=self.show_progress,
+                description=f"{self.description} {stage.name}",
+            ).fit(resume)
+            stage.finish()
 
     def _prepare(self, batch: Batch) -> Batch:
         """Jitter the batch once, so the teacher and the student see the same transformed inputs."""

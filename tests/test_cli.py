@@ -127,3 +127,42 @@ def test_bad_feature_layer_lists_the_valid_names(tmp_path):
     )
     assert result.exit_code == 2
     assert "relu9" in result.output and "relu1" in result.output and "fc1" in result.output
+
+
+ZOO_RECIPE = {
+    "name": "zoo",
+    "seeds": [0],
+    "data": {"dataset": "mnist1d", "train_subset": 256},
+    "teacher": {"model": {"kind": "cnn1d", "channels": [8, 16]}, "train": {"epochs": 1, "batch_size": 64}},
+    "student": {
+        "model": {"kind": "cnn1d", "channels": [4, 8]},
+        "train": {"epochs": 2, "batch_size": 64, "log_every": 1},
+        "baseline": False,
+    },
+    "distill": {
+        "response_loss": "dkd",
+        "response_options": {"beta": 4},
+        "hard_weight": 1.0,
+        "matches": [
+            {"student": ["block1", "block2"], "teacher": ["block1", "block2"], "loss": "at", "weight": [500, 1000]},
+            {"student": "flatten", "teacher": "flatten", "loss": "crd", "weight": 0.8, "options": {"nce_k": 32}},
+            {"student": ["block1", "block2"], "teacher": ["block1", "block2"], "loss": "fsp",
+             "connector": "conv1x1", "pretrain_epochs": 1},
+        ],
+    },
+}
+
+
+def test_a_recipe_mixing_methods_runs_end_to_end(tmp_path):
+    """Layer lists, options, a pre-training stage and index-aware CRD, all from one YAML file."""
+    recipe = tmp_path / "zoo.yaml"
+    recipe.write_text(yaml.safe_dump(ZOO_RECIPE))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    distilled = out / "seed-0" / "distilled"
+    assert (distilled / "stage-pretrain" / "checkpoints" / "latest.json").is_file()
+    steps = [json.loads(line) for line in (distilled / "metrics.jsonl").read_text().splitlines()]
+    terms = {key for record in steps if record["event"] == "step" for key in record}
+    assert {"dkd", "hard_ce", "at:block1->block1", "at:block2->block2", "crd:flatten->flatten"} <= terms
+    assert not any(key.startswith("fsp") for key in terms)  # FSP trains in its stage only

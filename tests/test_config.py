@@ -108,3 +108,32 @@ def test_bad_files_and_unknown_recipe_names(tmp_path):
     with pytest.raises(RecipeError, match=r"built-in recipes: .*digits-demo"):
         resolve_recipe_path("no-such-recipe")
     assert "hinton-mnist" in builtin_recipes()
+
+
+def test_method_options_layer_lists_and_stages_validate():
+    raw = {
+        "distill": {
+            "response_loss": "dkd",
+            "response_options": {"alpha": 1, "beta": 8},
+            "matches": [
+                {"student": ["block1", "block2"], "teacher": ["block1", "block2"], "loss": "at", "weight": [1, 2]},
+                {"student": "flatten", "teacher": "flatten", "loss": "crd", "options": {"nce_k": 64}},
+                {"student": "b", "teacher": "b", "loss": "ab", "stage": "both", "pretrain_epochs": 2},
+            ],
+        }
+    }
+    recipe = validate_recipe(raw)
+    assert recipe.distill.matches[0].weight == [1, 2] and recipe.distill.matches[1].options == {"nce_k": 64}
+    assert recipe.distill.matches[2].stage == "both"
+
+
+def test_unknown_method_option_names_the_match_and_the_accepted_options():
+    raw = {"distill": {"matches": [{"student": "a", "teacher": "a", "loss": "at", "options": {"q": 2}}]}}
+    with pytest.raises(RecipeError) as info:
+        validate_recipe(raw)
+    message = str(info.value)
+    assert "distill.matches[0]" in message and "unknown option(s) ['q'] for loss 'at'; it accepts: p" in message
+    with pytest.raises(RecipeError, match="response_options: unknown option"):
+        validate_recipe({"distill": {"response_loss": "kd", "response_options": {"alpha": 1}}})
+    with pytest.raises(RecipeError, match=r"distill\.matches\[0\]\.stage"):
+        validate_recipe({"distill": {"matches": [{"student": "a", "teacher": "a", "stage": "later"}]}})

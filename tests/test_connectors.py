@@ -15,6 +15,8 @@ CASES = [
     ("conv1x1", (4, 8, 6, 6), (4, 16, 6, 6)),
     ("conv1x1", (4, 8, 8, 8), (4, 16, 4, 4)),  # spatial sizes differ: pooled to the teacher's
     ("conv1x1", (4, 8, 3, 3), (4, 16, 6, 6)),  # smaller student map
+    ("conv1x1", (4, 8, 20), (4, 16, 10)),  # 1-D maps (B, C, L), lengths differ
+    ("conv1x1", (4, 8, 10), (4, 16, 10)),
     ("identity", (4, 8), (4, 8)),
     ("identity", (4, 8, 6, 6), (4, 8, 6, 6)),
 ]
@@ -54,6 +56,8 @@ def test_conv1x1_is_conv_plus_batchnorm() -> None:
         ("mlp", (4, 8, 6, 6), (4, 16, 6, 6), "conv1x1"),
         ("linear", (4, 5, 8), (4, 7, 16), "leading dimensions"),
         ("conv1x1", (4, 8), (4, 16), "linear"),
+        ("conv1x1", (4, 8, 10), (4, 16, 6, 6), "same rank"),
+        ("linear", (4, 8, 20), (4, 16, 10), "conv1x1"),  # a 3-D (B, C, L) map given to linear
         ("linear", (4,), (4,), "2-D"),
     ],
 )
@@ -87,3 +91,24 @@ def test_gradients_reach_connector_parameters(kind, student, teacher) -> None:
     connector(torch.randn(*student)).pow(2).mean().backward()
     params = list(connector.parameters())
     assert params and all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+
+
+def test_conv1x1_on_1d_maps_pools_then_convs() -> None:
+    connector = build_connector("conv1x1", (2, 8, 20), (2, 16, 10))
+    assert [type(m).__name__ for m in connector] == ["AdaptiveAvgPool1d", "Conv1d", "BatchNorm1d"]
+    student = torch.randn(2, 8, 20, requires_grad=True)
+    out = connector(student)
+    assert out.shape == (2, 16, 10)
+    out.pow(2).mean().backward()
+    assert student.grad is not None and student.grad.abs().sum() > 0
+    same_length = build_connector("conv1x1", (2, 8, 10), (2, 16, 10))
+    assert [type(m).__name__ for m in same_length] == ["Conv1d", "BatchNorm1d"]
+
+
+def test_linear_reads_3d_features_as_sequences() -> None:
+    # (B, L, D): only D is mapped, for every position, whatever the connector conv1x1 would do.
+    connector = build_connector("linear", (2, 20, 8), (2, 20, 16))
+    features = torch.randn(2, 20, 8)
+    out = connector(features)
+    assert out.shape == (2, 20, 16)
+    assert torch.allclose(out[:, 3], connector(features[:, 3]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import random
 import struct
 
 import numpy as np
@@ -103,3 +104,38 @@ def test_random_shift_moves_each_image_within_bounds():
     assert shifted.sum(dim=(1, 2, 3)).eq(1).all()  # the pixel moved, never vanished (|shift| <= 2 from centre)
     assert set(rows.tolist()) == {0, 1, 2, 3, 4} and set(cols.tolist()) == {0, 1, 2, 3, 4}
     assert torch.equal(random_shift(batch, 0), batch)
+
+
+def test_mnist1d_shapes_classes_and_labels():
+    splits = load_dataset("mnist1d")
+    images, labels = splits.train.tensors
+    assert images.shape == (4000, 1, 40) and images.dtype == torch.float32
+    assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
+    assert splits.test.tensors[0].shape == (1000, 1, 40) and splits.input_shape == (1, 40)
+    assert splits.num_classes == 10 and splits.num_train == 4000
+    assert torch.equal(splits.train_labels, labels)
+
+
+def test_mnist1d_is_the_same_every_call_and_leaves_global_rngs_alone():
+    from distill.data.datasets import _mnist1d_arrays
+
+    _mnist1d_arrays.cache_clear()  # generate for real, not from the cache
+    random.seed(123)
+    np.random.seed(123)
+    first = load_dataset("mnist1d")
+    assert random.random() == random.Random(123).random()
+    assert np.random.rand() == np.random.RandomState(123).rand()
+    _mnist1d_arrays.cache_clear()
+    second = load_dataset("mnist1d")
+    for split in ("train", "test"):
+        for a, b in zip(getattr(first, split).tensors, getattr(second, split).tensors, strict=True):
+            assert torch.equal(a, b)
+    first.train.tensors[0].zero_()  # a caller's in-place edit must not reach the cache
+    assert not torch.equal(load_dataset("mnist1d").train.tensors[0], first.train.tensors[0])
+
+
+def test_mnist1d_validation_split():
+    splits = load_dataset("mnist1d", val_size=500, train_subset=1000)
+    assert len(splits.val) == 500 and len(splits.train) == 1000 and splits.num_train == 1000
+    assert splits.eval_split[0] == "val" and len(splits.test) == 1000
+    assert torch.bincount(splits.val.tensors[1], minlength=10).min() >= 45  # stratified

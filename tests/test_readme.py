@@ -29,3 +29,12 @@ def test_readme_library_example_runs(tmp_path, monkeypatch) -> None:
     student_accuracy = accuracy_on(namespace["student"], namespace["data"].test)
     assert student_accuracy > 0.8  # ten classes: chance is 0.1
     assert (tmp_path / "runs" / "lib-student" / "metrics.jsonl").is_file()
+
+
+def test_readme_method_table_is_the_catalogue() -> None:
+    from distill.catalog import markdown_table
+
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("<!-- method-table:start -->\n") + len("<!-- method-table:start -->\n")
+    end = readme.index("\n<!-- method-table:end -->")
+    assert readme[start:end] == markdown_table()

@@ -1,12 +1,15 @@
-"""Built-in datasets as in-memory tensors: scikit-learn digits and the IDX MNIST family.
+"""Built-in datasets as in-memory tensors: scikit-learn digits, the IDX MNIST family and MNIST-1D.
 
-Images are float32 in [0, 1] with shape (N, 1, H, W); labels are int64. The test split is
+Images are float32 in [0, 1] with shape (N, 1, H, W); MNIST-1D signals are float32, standardised
+(mean 0, std 1 over the whole dataset), with shape (N, 1, 40). Labels are int64. The test split is
 fixed (it never depends on the training seed), so every run of a benchmark sees the same one.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from distill.data.idx import read_idx
-from distill.losses.registry import unknown_name_message
+from distill.names import unknown_name_message
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte.gz",
@@ -36,6 +39,16 @@ class DataSplits:
     val: TensorDataset | None
     num_classes: int
     input_shape: tuple[int, ...]
+
+    @property
+    def train_labels(self) -> torch.Tensor:
+        """The int64 labels of the training split, in dataset order (index i is example i)."""
+        return self.train.tensors[1]
+
+    @property
+    def num_train(self) -> int:
+        """How many training examples there are (after ``val_size`` and ``train_subset``)."""
+        return len(self.train)
 
     @property
     def eval_split(self) -> tuple[str, TensorDataset]:
@@ -91,10 +104,45 @@ def _digits(data_dir: str | None, name: str) -> tuple[TensorDataset, TensorDatas
     return _as_dataset(train_x, train_y), _as_dataset(test_x, test_y), 10
 
 
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D generated with the package's default arguments: 4000 train / 1000 test signals of length 40.
+
+    ``make_dataset`` seeds the global ``random`` and ``np.random`` generators with ``args.seed`` (42)
+    itself, so the data is the same on every call; those generators are restored afterwards so that
+    generating the data never changes the draws of a seeded run. Generation takes a few seconds, hence
+    the per-process cache; the arrays are read-only and copied into each dataset.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+    arrays = (
+        data["x"][:, None, :].astype(np.float32),
+        data["y"].astype(np.int64),
+        data["x_test"][:, None, :].astype(np.float32),
+        data["y_test"].astype(np.int64),
+    )
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def _mnist1d(data_dir: str | None, name: str) -> tuple[TensorDataset, TensorDataset, int]:
+    train_x, train_y, test_x, test_y = _mnist1d_arrays()
+    # Copy the signals (the labels' astype copies already): a tensor must not share memory with the cache.
+    return _as_dataset(train_x.copy(), train_y), _as_dataset(test_x.copy(), test_y), 10
+
+
 LOADERS: dict[str, Callable[[str | None, str], tuple[TensorDataset, TensorDataset, int]]] = {
     "digits": _digits,
     "mnist": _mnist_like,
     "fashion-mnist": _mnist_like,
+    "mnist1d": _mnist1d,
 }
 
 

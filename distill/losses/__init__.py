@@ -5,23 +5,42 @@ Importing this package imports every loss module, which is what registers the na
 
 from __future__ import annotations
 
+# Methods with trainable parts (CRD, FT, SRRL, VID) register themselves on import. Imported last:
+# they need the registry above, and a recipe must find them by name like any function.
+import distill.methods  # noqa: F401
 from distill.losses.attention import attention_kl_loss, attention_mse_loss
 from distill.losses.feature import cosine_loss, hidden_mse_loss, hint_loss
-from distill.losses.registry import UnknownLossError, get, names, register
-from distill.losses.response import hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
+from distill.losses.feature_maps import ab_loss, at_loss, fsp_loss, nst_loss, sad_loss
+from distill.losses.registry import LossInfo, UnknownLossError, get, info, names, register
+from distill.losses.relation import cc_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
+from distill.losses.response import dist_loss, dkd_loss, hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
 
 __all__ = [
+    "LossInfo",
     "UnknownLossError",
+    "ab_loss",
+    "at_loss",
     "attention_kl_loss",
     "attention_mse_loss",
+    "cc_loss",
     "cosine_loss",
+    "dist_loss",
+    "dkd_loss",
+    "fsp_loss",
     "get",
     "hard_ce_loss",
     "hidden_mse_loss",
     "hint_loss",
+    "info",
     "kd_loss",
     "logits_mse_loss",
     "names",
+    "nst_loss",
+    "pkt_loss",
     "register",
+    "rkd_angle_loss",
+    "rkd_distance_loss",
+    "sad_loss",
     "soft_ce_loss",
+    "sp_loss",
 ]

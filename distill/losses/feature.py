@@ -80,6 +80,7 @@ def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) ->
     return mean_or_zero(1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8), s)
 
 
+@register("fitnet")
 @register("hint")
 def hint_loss(
     student: Tensor,

@@ -1,4 +1,7 @@
-"""Feed-forward students and teachers with readable layer names (``fc1``, ``relu1``, ``head``)."""
+"""Feed-forward students and teachers with readable layer names (``fc1``, ``relu1``, ``head``).
+
+The 1-D CNN for sequence signals lives in ``cnn1d.py``.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +45,13 @@ class MLP(nn.Sequential):
 class SmallCNN(nn.Sequential):
     """(Conv3x3 → BatchNorm → ReLU → MaxPool2) per entry of ``channels`` → global average pool → Linear head.
 
-    Blocks are named ``block{i}`` (with ``conv``, ``bn``, ``relu``, ``pool`` inside), so feature maps
-    are addressed as ``block2`` or ``block2.relu``.
+    Module names (for feature matches and hooks):
+
+    * ``block{i}`` — one per entry of ``channels`` (with ``conv``, ``bn``, ``relu``, ``pool`` inside), so
+      feature maps ``(B, C, H, W)`` are addressed as ``block2`` or ``block2.relu``.
+    * ``pool`` — ``AdaptiveAvgPool2d(1)``, output ``(B, C, 1, 1)``.
+    * ``flatten`` — the penultimate embedding ``(B, C)`` (what relation/contrastive methods use).
+    * ``head`` — the classifier, logits ``(B, num_classes)``.
     """
 
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int], num_classes: int) -> None:

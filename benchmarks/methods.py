@@ -1,0 +1,246 @@
+"""Every method of the zoo side by side, on real data, from the same start and schedule.
+
+    python benchmarks/methods.py [--seeds 0 1 2] [--only kd,at] [--datasets mnist1d,digits] [--quick]
+
+Per dataset it trains one teacher, then for every seed one initial student; every method (and the
+vanilla student, trained on labels alone) starts from that student and follows the same optimiser,
+schedule, epochs and data order. Each method uses the loss weight and settings of its reference
+implementation (``distill.catalog``), nothing tuned here; the one change is CRD's number of
+negatives, 512 instead of 16384, which 2 CPU cores could not afford. Test accuracy is read at the final epoch.
+Prints a markdown table (mean ± std over seeds, gain over vanilla, train time per epoch relative to
+vanilla) and writes benchmarks/results/methods.json.
+
+* MNIST-1D (the ``mnist1d`` package, 4,000 train / 1,000 test signals of length 40): a 1-D CNN
+  teacher (32-64-128 channels, two convs per block) and a 1-D CNN student (16-32-64, one conv).
+* scikit-learn digits (1,257 / 540): an MLP teacher (256-256) and an MLP student (32-32). Methods
+  that need spatial feature maps (AT, SAD, NST, AB, FSP) have no MLP counterpart and are marked n/a.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from distill.catalog import METHODS, Method
+from distill.checkpoint import atomic_write_json, library_versions
+from distill.data import DataSplits, load_dataset
+from distill.data.indexed import WithIndex, train_labels
+from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.measure import accuracy_on, sample_batch
+from distill.methods.base import BuildContext
+from distill.models import ModelSpec, build_model
+from distill.schedules import Schedule
+from distill.train import Trainer
+from distill.train_settings import TrainSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+Layers = tuple[str | list[str], str | list[str]]  # (student, teacher)
+CRD_NEGATIVES = 512
+
+
+@dataclass
+class Setup:
+    dataset: str
+    teacher: ModelSpec
+    student: ModelSpec
+    teacher_train: TrainSettings
+    student_train: TrainSettings
+    roles: dict[str, Layers]
+    has_maps: bool
+
+
+def _settings(epochs: int, lr: float, batch: int) -> TrainSettings:
+    return TrainSettings(
+        epochs=epochs,
+        batch_size=batch,
+        optimizer={"name": "adamw", "lr": lr, "weight_decay": 1e-4},
+        lr_schedule={"name": "cosine", "warmup_steps": 20},
+        keep_checkpoints=1,
+        log_every=1000,
+    )
+
+
+def setups(quick: bool) -> dict[str, Setup]:
+    scale = 0.1 if quick else 1.0
+    blocks = ["block1", "block2", "block3"]
+    return {
+        "mnist1d": Setup(
+            "mnist1d",
+            ModelSpec(kind="cnn1d", channels=[32, 64, 128], convs_per_block=2),
+            ModelSpec(kind="cnn1d", channels=[16, 32, 64]),
+            _settings(max(1, round(40 * scale)), 3e-3, 128),
+            _settings(max(1, round(30 * scale)), 3e-3, 128),
+            {
+                "maps": (blocks, blocks),
+                "middle_map": ("block2", "block2"),
+                "last_map": ("block3", "block3"),
+                "preact": ([f"{b}.bn" for b in blocks], [f"{b}.bn2" for b in blocks]),
+                "embedding": ("flatten", "flatten"),
+            },
+            has_maps=True,
+        ),
+        "digits": Setup(
+            "digits",
+            ModelSpec(kind="mlp", hidden=[256, 256], dropout=0.2),
+            ModelSpec(kind="mlp", hidden=[32, 32]),
+            _settings(max(1, round(40 * scale)), 1e-3, 64),
+            _settings(max(1, round(40 * scale)), 3e-3, 64),
+            {
+                "maps": (["relu1", "relu2"], ["relu1", "relu2"]),
+                "middle_map": ("relu1", "relu1"),
+                "last_map": ("relu2", "relu2"),
+                "embedding": ("relu2", "relu2"),
+            },
+            has_maps=False,
+        ),
+    }
+
+
+def _steps(data: DataSplits, settings: TrainSettings) -> int:
+    return -(-len(data.train) // settings.batch_size) * settings.epochs
+
+
+def make_objective(entry: Method | None, setup: Setup, teacher, student, data: DataSplits):
+    """The objective of one row: plain labels for vanilla, else the method with its reference settings."""
+    if entry is None:
+        return SupervisedObjective(student)
+    response, temperature, kd_weight, options = None, 4.0, 0.0, {}
+    matches = []
+    if entry.role is None:  # a response method
+        response, kd_weight = entry.name, entry.weight
+        if entry.name == "dkd":  # linear warm-up of the DKD weight over the first 20 of 240 epochs
+            warmup = max(1, _steps(data, setup.student_train) * 20 // 240)
+            kd_weight = Schedule(kind="linear", start=0.0, end=entry.weight, steps=warmup)
+        if entry.name == "dist":
+            temperature = 1.0
+    else:
+        student_layers, teacher_layers = setup.roles[entry.role]
+        weight = entry.weight
+        if entry.name == "ab":  # RepDistiller weighs layer i of n by 2^(i-n+1), then by 3 (its init stage)
+            weight = [3 * 2.0 ** (i - len(student_layers) + 1) for i in range(len(student_layers))]
+        pretrain = max(1, round(setup.student_train.epochs * 30 / 240))  # RepDistiller: 30 init epochs of 240
+        extra = {"teacher_head": "head"} if entry.name == "srrl" else {}
+        if entry.name == "crd":  # 16384 negatives (RepDistiller) cost minutes per epoch on 2 CPU cores
+            extra = {"nce_k": CRD_NEGATIVES}
+        on_maps = setup.has_maps and entry.role != "embedding"
+        connector = ("conv1x1" if on_maps else "linear") if entry.connector else None
+        matches.append(
+            FeatureMatch(
+                student_layers, teacher_layers, entry.name, weight, connector,
+                options={**entry.options, **extra},
+                pretrain_epochs=pretrain if entry.name in ("ab", "fsp", "ft") else None,
+            )
+        )
+    context = BuildContext(num_examples=len(data.train), num_classes=data.num_classes, train_labels=train_labels(data))
+    return Distiller(
+        teacher, student, response, temperature, kd_weight, entry.hard_weight, matches,
+        sample_inputs=sample_batch(data.train, 8), response_options=options, build_context=context,
+    )
+
+
+def train_row(objective, data: DataSplits, settings: TrainSettings, run_dir: Path, seed: int) -> float:
+    """Train; return wall seconds per main epoch (a pre-training stage counts towards it)."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    train = WithIndex(data.train) if getattr(objective, "needs_index", False) else data.train
+    started = time.perf_counter()
+    Trainer(objective, train, ("test", data.test), settings, run_dir, seed=seed, show_progress=False).fit()
+    return (time.perf_counter() - started) / settings.epochs
+
+
+def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) -> dict:
+    data = load_dataset(setup.dataset)
+    torch.manual_seed(0)
+    teacher = build_model(setup.teacher, data.input_shape, data.num_classes)
+    Trainer(SupervisedObjective(teacher), data.train, ("test", data.test), setup.teacher_train,
+            out / "teacher", seed=0, show_progress=False).fit()
+    teacher.eval()
+    rows: dict[str, dict] = {}
+    chosen = [None, *[m for m in methods if setup.has_maps or not m.needs_maps]]
+    for seed in seeds:
+        torch.manual_seed(seed)
+        initial = build_model(setup.student, data.input_shape, data.num_classes)
+        for entry in chosen:
+            name = "vanilla" if entry is None else entry.name
+            student = copy.deepcopy(initial)
+            objective = make_objective(entry, setup, teacher, student, data)
+            seconds = train_row(objective, data, setup.student_train, out / name / f"seed-{seed}", seed)
+            row = rows.setdefault(name, {"accuracy": [], "seconds_per_epoch": []})
+            row["accuracy"].append(accuracy_on(student, data.test))
+            row["seconds_per_epoch"].append(seconds)
+            print(f"{setup.dataset:8s} seed {seed} {name:13s} {100 * row['accuracy'][-1]:6.2f}%  {seconds:.2f} s/epoch",
+                  flush=True)
+    return {"teacher_accuracy": accuracy_on(teacher, data.test), "rows": summarise(rows),
+            "train_examples": len(data.train), "test_examples": len(data.test)}
+
+
+def summarise(rows: dict[str, dict]) -> dict[str, dict]:
+    vanilla_accuracy = statistics.mean(rows["vanilla"]["accuracy"])
+    vanilla_seconds = statistics.mean(rows["vanilla"]["seconds_per_epoch"])
+    summary = {}
+    for name, row in rows.items():
+        accuracies = row["accuracy"]
+        summary[name] = {
+            "accuracy": accuracies,
+            "mean": statistics.mean(accuracies),
+            "std": statistics.stdev(accuracies) if len(accuracies) > 1 else 0.0,
+            "gain": statistics.mean(accuracies) - vanilla_accuracy,
+            "time_vs_vanilla": statistics.mean(row["seconds_per_epoch"]) / vanilla_seconds,
+        }
+    return summary
+
+
+def markdown(results: dict[str, dict], methods: list[Method]) -> str:
+    datasets = list(results)
+    header = "| method | knowledge | " + " | ".join(f"{d} acc (%) | gain | time" for d in datasets) + " |"
+    lines = [header, "|---|---|" + "---|---|---|" * len(datasets)]
+    teacher = " | ".join(f"{100 * results[d]['teacher_accuracy']:.2f} | | " for d in datasets)
+    lines.append(f"| teacher | | {teacher} |")
+    for name, knowledge in [("vanilla", "labels only"), *[(m.name, m.knowledge) for m in methods]]:
+        cells = []
+        for d in datasets:
+            row = results[d]["rows"].get(name)
+            if row is None:
+                cells.append("n/a | | ")
+                continue
+            gain = "" if name == "vanilla" else f"{100 * row['gain']:+.2f}"
+            cells.append(f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f} | {gain} | {row['time_vs_vanilla']:.2f}x")
+        lines.append(f"| {name} | {knowledge} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", default="", help="comma-separated method names (default: all)")
+    parser.add_argument("--datasets", default="mnist1d,digits")
+    parser.add_argument("--quick", action="store_true", help="a tenth of the epochs, to check the script runs")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "bench-methods"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    methods = [m for m in METHODS if not args.only or m.name in args.only.split(",")]
+    started = time.perf_counter()
+    results = {}
+    for name in args.datasets.split(","):
+        results[name] = run_setup(setups(args.quick)[name], methods, args.seeds, Path(args.out) / name)
+    minutes = (time.perf_counter() - started) / 60
+    table = markdown(results, methods)
+    print(f"\nTest accuracy at the final epoch, mean ± std over seeds {args.seeds}; {minutes:.1f} min in all\n")
+    print(table)
+    if args.quick or args.only:
+        return  # partial runs are for checking, not for the record
+    payload = {"benchmark": "methods", "seeds": args.seeds, "results": results, "table": table,
+               "wall_minutes": minutes, "versions": library_versions(), "command": "python benchmarks/methods.py"}
+    target = ROOT / "benchmarks" / "results" / "methods.json"
+    atomic_write_json(target, payload)
+    print(f"\nwrote {target.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
