@@ -133,15 +133,27 @@ def make_objective(entry: Method | None, setup: Setup, teacher, student, data: D
         connector = ("conv1x1" if on_maps else "linear") if entry.connector else None
         matches.append(
             FeatureMatch(
-                student_layers, teacher_layers, entry.name, weight, connector,
+                student_layers,
+                teacher_layers,
+                entry.name,
+                weight,
+                connector,
                 options={**entry.options, **extra},
                 pretrain_epochs=pretrain if entry.name in ("ab", "fsp", "ft") else None,
             )
         )
     context = BuildContext(num_examples=len(data.train), num_classes=data.num_classes, train_labels=train_labels(data))
     return Distiller(
-        teacher, student, response, temperature, kd_weight, entry.hard_weight, matches,
-        sample_inputs=sample_batch(data.train, 8), response_options=options, build_context=context,
+        teacher,
+        student,
+        response,
+        temperature,
+        kd_weight,
+        entry.hard_weight,
+        matches,
+        sample_inputs=sample_batch(data.train, 8),
+        response_options=options,
+        build_context=context,
     )
 
 
@@ -158,8 +170,15 @@ def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) 
     data = load_dataset(setup.dataset)
     torch.manual_seed(0)
     teacher = build_model(setup.teacher, data.input_shape, data.num_classes)
-    Trainer(SupervisedObjective(teacher), data.train, ("test", data.test), setup.teacher_train,
-            out / "teacher", seed=0, show_progress=False).fit()
+    Trainer(
+        SupervisedObjective(teacher),
+        data.train,
+        ("test", data.test),
+        setup.teacher_train,
+        out / "teacher",
+        seed=0,
+        show_progress=False,
+    ).fit()
     teacher.eval()
     rows: dict[str, dict] = {}
     chosen = [None, *[m for m in methods if setup.has_maps or not m.needs_maps]]
@@ -174,10 +193,16 @@ def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) 
             row = rows.setdefault(name, {"accuracy": [], "seconds_per_epoch": []})
             row["accuracy"].append(accuracy_on(student, data.test))
             row["seconds_per_epoch"].append(seconds)
-            print(f"{setup.dataset:8s} seed {seed} {name:13s} {100 * row['accuracy'][-1]:6.2f}%  {seconds:.2f} s/epoch",
-                  flush=True)
-    return {"teacher_accuracy": accuracy_on(teacher, data.test), "rows": summarise(rows),
-            "train_examples": len(data.train), "test_examples": len(data.test)}
+            print(
+                f"{setup.dataset:8s} seed {seed} {name:13s} {100 * row['accuracy'][-1]:6.2f}%  {seconds:.2f} s/epoch",
+                flush=True,
+            )
+    return {
+        "teacher_accuracy": accuracy_on(teacher, data.test),
+        "rows": summarise(rows),
+        "train_examples": len(data.train),
+        "test_examples": len(data.test),
+    }
 
 
 def summarise(rows: dict[str, dict]) -> dict[str, dict]:
@@ -235,8 +260,15 @@ def main() -> None:
     print(table)
     if args.quick or args.only:
         return  # partial runs are for checking, not for the record
-    payload = {"benchmark": "methods", "seeds": args.seeds, "results": results, "table": table,
-               "wall_minutes": minutes, "versions": library_versions(), "command": "python benchmarks/methods.py"}
+    payload = {
+        "benchmark": "methods",
+        "seeds": args.seeds,
+        "results": results,
+        "table": table,
+        "wall_minutes": minutes,
+        "versions": library_versions(),
+        "command": "python benchmarks/methods.py",
+    }
     target = ROOT / "benchmarks" / "results" / "methods.json"
     atomic_write_json(target, payload)
     print(f"\nwrote {target.relative_to(ROOT)}")

@@ -9,8 +9,24 @@ from distill.catalog import METHODS, markdown_table, method
 from distill.config import validate_recipe
 
 ISSUE_METHODS = {
-    "kd", "dkd", "dist", "fitnet", "at", "sad", "nst", "ft", "ab", "vid",
-    "rkd_distance", "rkd_angle", "sp", "cc", "pkt", "fsp", "crd", "srrl",
+    "kd",
+    "dkd",
+    "dist",
+    "fitnet",
+    "at",
+    "sad",
+    "nst",
+    "ft",
+    "ab",
+    "vid",
+    "rkd_distance",
+    "rkd_angle",
+    "sp",
+    "cc",
+    "pkt",
+    "fsp",
+    "crd",
+    "srrl",
 }
 
 

@@ -146,8 +146,13 @@ ZOO_RECIPE = {
         "matches": [
             {"student": ["block1", "block2"], "teacher": ["block1", "block2"], "loss": "at", "weight": [500, 1000]},
             {"student": "flatten", "teacher": "flatten", "loss": "crd", "weight": 0.8, "options": {"nce_k": 32}},
-            {"student": ["block1", "block2"], "teacher": ["block1", "block2"], "loss": "fsp",
-             "connector": "conv1x1", "pretrain_epochs": 1},
+            {
+                "student": ["block1", "block2"],
+                "teacher": ["block1", "block2"],
+                "loss": "fsp",
+                "connector": "conv1x1",
+                "pretrain_epochs": 1,
+            },
         ],
     },
 }
