@@ -10,7 +10,6 @@ runs first). ``Distiller`` distils; ``SupervisedObjective`` trains on labels.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -21,7 +20,15 @@ from torch import Tensor, nn
 from distill import losses as loss_registry
 from distill.batch import Batch, Inputs, call_model, logits_of
 from distill.capture import Capture, resolve_module
-from distill.matches import BuiltMatch, FeatureMatch, build_matches, check_options, expand_matches, sequence_mask
+from distill.matches import (
+    BuiltMatch,
+    FeatureMatch,
+    build_matches,
+    check_options,
+    expand_matches,
+    parameter_names,
+    sequence_mask,
+)
 from distill.methods.base import BuildContext, StepContext
 from distill.schedules import Schedule, ScheduleLike, as_schedule
 from distill.stages import PretrainObjective, Stage
@@ -241,7 +248,7 @@ class Distiller:
     def _response_term(
         self, student_logits: Tensor, teacher_logits: Tensor, batch: Batch, step: int, total_steps: int | None
     ) -> Tensor:
-        parameters = inspect.signature(self.response_fn).parameters
+        parameters = parameter_names(self.response_fn)
         kwargs: dict[str, Any] = {"mask": sequence_mask(batch.mask, student_logits), **self.response_options}
         if "temperature" in parameters and "temperature" not in self.response_options:
             kwargs["temperature"] = self.temperature(step, total_steps)

@@ -10,6 +10,7 @@ bound, or a :class:`~distill.methods.base.MethodLoss` instance) and their traini
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -148,13 +149,19 @@ class BuiltMatch:
     def function_term(self, student: Any, teacher: Any, context: StepContext) -> Tensor:
         """The term of a plain loss function: options bound, mask and labels passed where accepted."""
         assert self.function is not None
-        parameters = inspect.signature(self.function).parameters
+        parameters = parameter_names(self.function)
         kwargs = dict(self.match.options)
         if "mask" in parameters and not self.info.layer_lists:
             kwargs["mask"] = sequence_mask(context.mask, teacher)
         if "labels" in parameters:
             kwargs["labels"] = context.labels
         return self.function(student, teacher, **kwargs)
+
+
+@functools.cache
+def parameter_names(function: Callable) -> frozenset[str]:
+    """The parameter names of a loss, looked up once: function_term runs at every training step."""
+    return frozenset(inspect.signature(function).parameters)
 
 
 def sequence_mask(mask: Tensor | None, tensor: Tensor) -> Tensor | None:
