@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-ner clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ lint: $(STAMP)
 
 benchmark-hinton: $(STAMP)
 	$(BIN)/python benchmarks/hinton_mnist.py
+
+benchmark-sst2: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.sst2
+
+benchmark-ner: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.ner
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ extra arguments) are applied to the YAML before validation, so they are checked 
 from __future__ import annotations
 
 import difflib
+import itertools
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from distill.schedules import Schedule
 from distill.train_settings import StrictModel, TrainSettings
 
 ScheduleOrNumber = float | Schedule
+LAYER_KINDS = ("hidden", "attention", "scores", "values")
+TEXT_DATASETS = ("sst2", "conll2003")
 
 
 class RecipeError(ValueError):
@@ -43,6 +46,7 @@ class DataSpec(StrictModel):
     val_size: int = Field(0, ge=0)  # examples held out of train for per-epoch evaluation (0: evaluate on test)
     train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
     split_seed: int = 0  # seeds the val/subset draw, not training, so every student sees the same examples
+    max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
 
 
 class TeacherSpec(StrictModel):
@@ -56,6 +60,8 @@ class StudentSpec(StrictModel):
     model: ModelSpec = ModelSpec(hidden=[32])
     train: TrainSettings = TrainSettings()  # used for the hard-label baseline and the distilled student alike
     baseline: bool = True  # also train the student on hard labels alone, from the same initialisation
+    # hf students: teacher-assistant chain, e.g. [4] distils 6 -> 4 -> student; each step uses distill:
+    chain: list[int] = Field(default_factory=list)
 
 
 class MatchSpec(StrictModel):
@@ -69,6 +75,11 @@ class MatchSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss, e.g. {p: 2}
     stage: Literal["main", "pretrain", "both"] | None = None  # default: the loss's own (AB, FSP: pretrain)
     pretrain_epochs: int | None = Field(None, ge=1)
+    # hf models: pair every student layer of kind `student` (hidden | attention | scores | values) with a
+    # teacher layer by this strategy (skip | uniform | last | list), whatever the depths; `embeddings` adds
+    # hidden:0 <- hidden:0.
+    layer_map: Literal["skip", "uniform", "last"] | list[int] | None = None
+    embeddings: bool = False
 
     @field_validator("loss")
     @classmethod
@@ -85,6 +96,13 @@ class MatchSpec(StrictModel):
     @model_validator(mode="after")
     def _known_options(self) -> MatchSpec:
         check_options(self.loss, self.options, "options")
+        if self.layer_map is not None and (self.student != self.teacher or self.student not in LAYER_KINDS):
+            raise ValueError(
+                f"with layer_map, student and teacher name one layer kind of {list(LAYER_KINDS)}, "
+                f"the same on both sides; got student {self.student!r}, teacher {self.teacher!r}"
+            )
+        if self.embeddings and (self.layer_map is None or self.student != "hidden"):
+            raise ValueError("embeddings: true applies to hidden-state matches with a layer_map")
         return self
 
 
@@ -117,6 +135,23 @@ class Recipe(StrictModel):
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     distill: DistillSpec = DistillSpec()
+
+    @model_validator(mode="after")
+    def _text_needs_transformers(self) -> Recipe:
+        text = self.data.dataset in TEXT_DATASETS
+        kinds = {"teacher.model.kind": self.teacher.model.kind, "student.model.kind": self.student.model.kind}
+        for where, kind in kinds.items():
+            if text != (kind == "hf"):
+                need = "hf" if text else "mlp, cnn or cnn1d"
+                raise ValueError(f"{where} is {kind!r} but dataset {self.data.dataset!r} needs {need}")
+        if text and self.student.model.layers is None:
+            raise ValueError("student.model.layers: an hf student needs its number of layers")
+        chain = [*self.student.chain, self.student.model.layers]
+        if self.student.chain and any(b >= a for a, b in itertools.pairwise(chain)):
+            raise ValueError(f"student.chain must shrink step by step down to the student, got {chain}")
+        if self.student.chain and not text:
+            raise ValueError("student.chain (teacher assistants) applies to hf students")
+        return self
 
 
 # ---------------------------------------------------------------- errors

@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from distill import losses as loss_registry
 from distill.batch import Batch, Inputs, call_model, logits_of
-from distill.capture import Capture, resolve_module
+from distill.cache import TeacherCache
+from distill.hf.layers import check_layer_name, open_capture
 from distill.matches import (
     BuiltMatch,
     FeatureMatch,
@@ -75,7 +76,7 @@ class StudentWithConnectors(nn.Module):
         output, captured = None, {}
         if needs_student:
             names = sorted({name for i in active for name in self.built[i].student_layers})
-            with Capture(self.student, names) as recorded:
+            with open_capture(self.student, names) as recorded:
                 output = call_model(self.student, inputs)
             captured = {name: recorded[name] for name in names}
             context = replace(context, student_logits=logits_of(output))
@@ -112,6 +113,7 @@ class Distiller:
     ``sample_inputs`` (a few real inputs) is needed when there are feature matches: the shapes seen
     on it size the connectors and method modules and are checked here, before training.
     ``build_context`` tells methods about the training set (CRD sizes its memory bank from it).
+    ``teacher_cache`` reuses the teacher's outputs per example (batches must carry ``index``; see cache.py).
     Matches whose stage is ``pretrain`` or ``both`` are trained alone first: see :meth:`stages`.
     """
 
@@ -127,8 +129,10 @@ class Distiller:
         sample_inputs: Inputs | None = None,
         response_options: Mapping[str, Any] | None = None,
         build_context: BuildContext | None = None,
+        teacher_cache: TeacherCache | None = None,
     ) -> None:
         self.teacher = freeze(teacher)
+        self.teacher_cache = teacher_cache
         self.response_loss = response_loss
         self.response_fn = loss_registry.get(response_loss) if response_loss else None
         self.response_options = dict(response_options or {})
@@ -155,9 +159,9 @@ class Distiller:
         student_names = sorted({name for m in self.matches for name in _names(m.student)})
         teacher_names = sorted({name for m in self.matches for name in _names(m.teacher)})
         for name in student_names:  # names first: a typo is reported with the valid names
-            resolve_module(student, name)
+            check_layer_name(student, name)
         for name in teacher_names:
-            resolve_module(self.teacher, name)
+            check_layer_name(self.teacher, name)
         if not self.matches:
             return []
         if sample_inputs is None:
@@ -197,14 +201,25 @@ class Distiller:
         return [Stage("pretrain", epochs, PretrainObjective(self, indices), [m.end_pretrain for m in methods])]
 
     @torch.no_grad()
-    def teacher_outputs(self, inputs: Inputs, indices: Sequence[int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def teacher_outputs(
+        self, inputs: Inputs, indices: Sequence[int] | None = None, batch: Batch | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         if self.teacher.training:  # someone called teacher.train(); dropout must stay off
             self.teacher.eval()
         chosen = self.built if indices is None else [self.built[i] for i in indices]
         names = sorted({name for match in chosen for name in match.teacher_layers})
-        with Capture(self.teacher, names, detach=True) as captured:
+        cache = self.teacher_cache if batch is not None and batch.index is not None else None
+        if cache is not None:
+            cached = cache.lookup(names, batch.index, batch.mask)
+            if cached is not None:
+                device = batch.labels.device
+                return cached["logits"].to(device), {name: cached[name].to(device) for name in names}
+        with open_capture(self.teacher, names, detach=True) as captured:
             logits = logits_of(call_model(self.teacher, inputs))
-        return logits, {name: captured[name] for name in names}
+        features = {name: captured[name] for name in names}
+        if cache is not None:
+            cache.store({"logits": logits, **features}, batch.index, batch.mask)
+        return logits, features
 
     def step_context(self, batch: Batch, teacher_logits: Tensor, step: int, total_steps: int | None) -> StepContext:
         return StepContext(
@@ -221,7 +236,7 @@ class Distiller:
         self, model: nn.Module, batch: Batch, step: int = 0, total_steps: int | None = None
     ) -> dict[str, Tensor]:
         active = [i for i, match in enumerate(self.built) if match.stage in ("main", "both")]
-        teacher_logits, teacher_features = self.teacher_outputs(batch.inputs, active)
+        teacher_logits, teacher_features = self.teacher_outputs(batch.inputs, active, batch)
         context = self.step_context(batch, teacher_logits, step, total_steps)
         output, match_terms = model(batch.inputs, teacher_features, context, active)
         student_logits = logits_of(output)
@@ -266,7 +281,7 @@ def _probe(model: nn.Module, names: Sequence[str], sample_inputs: Inputs) -> dic
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), Capture(model, sorted(set(names)), detach=True) as captured:
+        with torch.no_grad(), open_capture(model, sorted(set(names)), detach=True) as captured:
             call_model(model, sample_inputs)
         return {name: captured[name] for name in names}
     finally:

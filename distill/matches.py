@@ -165,10 +165,13 @@ def parameter_names(function: Callable) -> frozenset[str]:
 
 
 def sequence_mask(mask: Tensor | None, tensor: Tensor) -> Tensor | None:
-    """The padding mask applies to tensors laid out (batch, length, ...) or (batch, heads, length, length)."""
+    """The padding mask applies to tensors laid out (batch, length, ...), (batch, heads, length, length)
+    or (batch, heads, length, d_head) (value vectors)."""
     if mask is None or tensor.dim() < 3:
         return None
     if tuple(tensor.shape[:2]) == tuple(mask.shape) or tensor.shape[-1] == mask.shape[-1]:
+        return mask
+    if tensor.dim() == 4 and tensor.shape[0] == mask.shape[0] and tensor.shape[2] == mask.shape[1]:
         return mask
     return None
 

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from distill.batch import as_batch, call_model, logits_of
+from distill.batch import Inputs, as_batch, call_model, logits_of
 from distill.train import evaluate
 
 
@@ -26,17 +26,17 @@ def accuracy_on(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> fl
 
 
 @torch.inference_mode()
-def cpu_latency_ms(model: nn.Module, sample: Tensor, repeats: int = 30, warmup: int = 5) -> float:
+def cpu_latency_ms(model: nn.Module, sample: Inputs, repeats: int = 30, warmup: int = 5) -> float:
     """Median wall time of one forward pass on ``sample`` (one batch), in milliseconds, on CPU."""
     was_training = model.training
     model.eval()
     try:
         for _ in range(warmup):
-            model(sample)
+            call_model(model, sample)
         timings = []
         for _ in range(repeats):
             started = time.perf_counter()
-            model(sample)
+            call_model(model, sample)
             timings.append(time.perf_counter() - started)
         return 1000 * statistics.median(timings)
     finally:

@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from distill.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, load_module_weights
-from distill.config import Recipe
+from distill.config import TEXT_DATASETS, Recipe
 from distill.data import DataSplits, load_dataset, random_shift
 from distill.data.indexed import WithIndex, train_labels
 from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
@@ -39,6 +39,11 @@ LATENCY_BATCH = 256
 
 def load_data(recipe: Recipe, data_dir: str | None = None) -> DataSplits:
     spec = recipe.data
+    if spec.dataset in TEXT_DATASETS:
+        raise ValueError(
+            f"dataset {spec.dataset!r} is text: run the whole recipe with `distill run` (train-teacher, eval and "
+            "inspect work on tensor datasets; a text run folder keeps every model's checkpoint)"
+        )
     return load_dataset(spec.dataset, data_dir or spec.data_dir, spec.val_size, spec.train_subset, spec.split_seed)
 
 
@@ -177,14 +182,7 @@ def summarise(
     student = build_model(recipe.student.model, data.input_shape, data.num_classes)
     teacher_latency = cpu_latency_ms(teacher, probe)
     student_latency = cpu_latency_ms(student, probe)
-    students = {}
-    for kind, entries in runs.items():
-        if not entries:
-            continue
-        students[kind] = {
-            "test_accuracy": mean_std([entry["test_accuracy"] for entry in entries]),
-            "seeds": entries,
-        }
+    students = student_summaries(runs)
     results = {
         "recipe": recipe.name,
         "dataset": data.name,
@@ -207,6 +205,21 @@ def summarise(
         },
         "students": students,
     }
+    return with_gain(results)
+
+
+def student_summaries(runs: dict[str, list[dict]]) -> dict[str, dict]:
+    """Mean ± std of the score per student kind (baseline, distilled), with the per-seed entries."""
+    return {
+        kind: {"test_accuracy": mean_std([entry["test_accuracy"] for entry in entries]), "seeds": entries}
+        for kind, entries in runs.items()
+        if entries
+    }
+
+
+def with_gain(results: dict) -> dict:
+    """Add the distilled student's gain over the hard-label baseline, when both ran."""
+    students = results["students"]
     if "baseline" in students:
         results["distillation_gain"] = (
             students["distilled"]["test_accuracy"]["mean"] - students["baseline"]["test_accuracy"]["mean"]
@@ -228,6 +241,13 @@ def run_recipe(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    if recipe.data.dataset in TEXT_DATASETS:
+        from distill.hf.pipeline import run_text_recipe  # imports transformers only for text recipes
+
+        results = run_text_recipe(recipe, raw, out, resume, data_dir, show_progress)
+        atomic_write_json(out / "results.json", results)
+        write_report(results, out)
+        return results
     data = load_data(recipe, data_dir)
     check_matches(recipe, data)
     teacher, teacher_weights = build_teacher(recipe, data, out, raw, resume, show_progress)

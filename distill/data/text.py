@@ -1,0 +1,315 @@
+"""Text datasets: SST-2 sentiment (sequence classification) and CoNLL-2003 NER (token tagging).
+
+Texts are tokenised once, when a dataset is built, and kept unpadded as lists of ints; a batch is
+padded only to its own longest example (``make_collate``), and ``LengthGroupedSampler`` puts
+examples of similar length together so that little of each batch is padding. Items and batches are
+dicts with ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer makes them)
+and ``labels``, which ``distill.batch.as_batch`` turns into a ``Batch`` for a Hugging Face model.
+
+Only torch and a Hugging Face *fast* tokenizer are needed (tagging uses its ``word_ids``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from distill.names import unknown_name_message
+
+IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips: special tokens, continuation pieces, padding
+SST2_SPLITS = ("train", "dev")
+CONLL_SPLITS = ("train", "dev", "test")
+ENCODED_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _split_file(data_dir: str | Path, split: str, splits: Sequence[str], suffix: str) -> Path:
+    """The file of ``split``; the errors name the valid splits and the missing path."""
+    if split not in splits:
+        raise ValueError(unknown_name_message("split", split, list(splits)))
+    path = Path(data_dir) / f"{split}{suffix}"
+    if not path.is_file():
+        raise FileNotFoundError(f"{split} split not found: {path} is missing (valid splits: {', '.join(splits)})")
+    return path
+
+
+def _lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 file without ``\\n``/``\\r\\n`` (not ``splitlines``, which also splits on U+2028)."""
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.rstrip("\r") for line in lines]
+
+
+def load_sst2(data_dir: str | Path, split: str) -> tuple[list[str], list[int]]:
+    """Sentences and 0/1 labels of SST-2 ``train`` or ``dev``.
+
+    The files are ``label<TAB>text`` with one header line; columns are read by position because
+    the two files name them differently (``sentence`` / ``content``).
+    """
+    path = _split_file(data_dir, split, SST2_SPLITS, ".tsv")
+    texts: list[str] = []
+    labels: list[int] = []
+    for number, line in enumerate(_lines(path)[1:], start=2):
+        fields = line.split("\t")
+        if len(fields) != 2 or fields[0] not in ("0", "1"):
+            raise ValueError(f"{path}:{number}: expected 'label<TAB>text' with label 0 or 1, got {line[:80]!r}")
+        labels.append(int(fields[0]))
+        texts.append(fields[1])
+    return texts, labels
+
+
+def load_conll(data_dir: str | Path, split: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Sentences (lists of words) and their IOB2 tags from a CoNLL-2003 ``{train,dev,test}.txt``.
+
+    One ``TOKEN TAG`` per line (the tag is the last field), a blank line between sentences, CRLF
+    line endings; ``-DOCSTART-`` lines, absent from the shared copy, are skipped if present.
+    """
+    path = _split_file(data_dir, split, CONLL_SPLITS, ".txt")
+    sentences: list[list[str]] = []
+    tags: list[list[str]] = []
+    words: list[str] = []
+    sentence_tags: list[str] = []
+    for number, line in enumerate([*_lines(path), ""], start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(words)
+                tags.append(sentence_tags)
+                words, sentence_tags = [], []
+            continue
+        if len(fields) < 2:
+            raise ValueError(f"{path}:{number}: expected 'TOKEN TAG', got {line[:80]!r}")
+        words.append(fields[0])
+        sentence_tags.append(fields[-1])
+    return sentences, tags
+
+
+def conll_label_names(data_dir: str | Path) -> list[str]:
+    """Tag names, id order: ``O`` then ``B-T``, ``I-T`` for each type ``T`` in the order of labels.txt.
+
+    The shared labels.txt (``O, ORG, PER, LOC, MISC``) gives ``O, B-ORG, I-ORG, B-PER, I-PER, B-LOC,
+    I-LOC, B-MISC, I-MISC``. Following the file keeps ids stable for everyone who reads it.
+    """
+    path = Path(data_dir) / "labels.txt"
+    if not path.is_file():
+        raise FileNotFoundError(f"CoNLL label list not found: {path} is missing")
+    names = [line.strip() for line in _lines(path) if line.strip()]
+    if not names or names[0] != "O":
+        raise ValueError(f"{path}: the first line must be 'O', got {names[:1]}")
+    return ["O", *(f"{prefix}-{kind}" for kind in names[1:] for prefix in ("B", "I"))]
+
+
+def _encoded_columns(encoding: Mapping[str, Any]) -> dict[str, list[list[int]]]:
+    """The model inputs a tokenizer returned (``token_type_ids`` only when it makes them)."""
+    return {key: encoding[key] for key in ENCODED_KEYS if key in encoding}
+
+
+def _check_same_length(first: Sequence, second: Sequence, what: str) -> None:
+    if len(first) != len(second):
+        raise ValueError(f"{what}: {len(first)} inputs but {len(second)} labels; they must pair up one to one")
+
+
+class _EncodedDataset(Dataset):
+    """Tokenised examples kept as lists of ints (``columns``) with their ``labels``; items are LongTensors."""
+
+    columns: dict[str, list[list[int]]]
+    labels: list
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def lengths(self) -> list[int]:
+        """Token counts, for ``LengthGroupedSampler``."""
+        return [len(ids) for ids in self.columns["input_ids"]]
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        item = {key: torch.tensor(values[index], dtype=torch.long) for key, values in self.columns.items()}
+        item["labels"] = torch.tensor(self.labels[index], dtype=torch.long)
+        return item
+
+
+class TextClassificationDataset(_EncodedDataset):
+    """Sentences with one integer label each, tokenised once (truncated to ``max_length``, unpadded)."""
+
+    def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer: Any, max_length: int = 128):
+        _check_same_length(texts, labels, "TextClassificationDataset")
+        encoding = tokenizer(list(texts), truncation=True, max_length=max_length)
+        self.columns = _encoded_columns(encoding)
+        self.labels = [int(label) for label in labels]
+
+
+class TokenTaggingDataset(_EncodedDataset):
+    """Pre-split sentences with one tag per word, tokenised into word pieces with aligned labels.
+
+    The first piece of each word carries the word's tag id; continuation pieces and special tokens
+    carry -100, so the loss and the metrics see one decision per word. Truncation keeps the labels
+    of the pieces that remain; ``word_counts[i]`` is how many words kept their first piece and
+    ``gold_tags[i]`` the full original tags, so scoring can be done on whole sentences (words lost
+    to truncation count as predicted ``O``; see ``distill.ner_metrics.extend_with_o``).
+    """
+
+    def __init__(
+        self,
+        sentences: Sequence[Sequence[str]],
+        tags: Sequence[Sequence[str]],
+        tokenizer: Any,
+        label_names: Sequence[str],
+        max_length: int = 128,
+    ):
+        _check_same_length(sentences, tags, "TokenTaggingDataset")
+        self.label_names = list(label_names)
+        label_ids = {name: position for position, name in enumerate(self.label_names)}
+        tag_ids = [
+            self._tag_ids(index, words, row, label_ids)
+            for index, (words, row) in enumerate(zip(sentences, tags, strict=True))
+        ]
+        words = _with_unknown_for_empty(sentences, tokenizer)
+        encoding = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length)
+        self.columns = _encoded_columns(encoding)
+        self.labels: list[list[int]] = []
+        self.word_counts: list[int] = []
+        for index, ids in enumerate(tag_ids):
+            labels, count = _align(_word_ids(encoding, index), ids)
+            self.labels.append(labels)
+            self.word_counts.append(count)
+        self.gold_tags = [list(row) for row in tags]
+
+    @staticmethod
+    def _tag_ids(index: int, words: Sequence[str], row: Sequence[str], label_ids: Mapping[str, int]) -> list[int]:
+        if len(words) != len(row):
+            raise ValueError(f"sentence {index}: {len(words)} words but {len(row)} tags")
+        for tag in row:
+            if tag not in label_ids:
+                raise ValueError(f"sentence {index}: " + unknown_name_message("tag", tag, list(label_ids)))
+        return [label_ids[tag] for tag in row]
+
+
+def _with_unknown_for_empty(sentences: Sequence[Sequence[str]], tokenizer: Any) -> list[list[str]]:
+    """The sentences with each word that tokenises to no piece (a control or zero-width character)
+    replaced by the unknown token, so every word has a first piece and word-level predictions stay
+    aligned with the gold tags. Each distinct word is tokenised once."""
+    vocabulary = sorted({word for words in sentences for word in words})
+    if not vocabulary:
+        return [list(words) for words in sentences]
+    pieces = tokenizer(vocabulary, add_special_tokens=False)["input_ids"]
+    empty = {word for word, ids in zip(vocabulary, pieces, strict=True) if not ids}
+    return [[tokenizer.unk_token if word in empty else word for word in words] for words in sentences]
+
+
+def _word_ids(encoding: Any, index: int) -> list[int | None]:
+    try:
+        return encoding.word_ids(index)
+    except (ValueError, AttributeError) as error:
+        raise TypeError("TokenTaggingDataset needs a fast (Rust) tokenizer, which reports word_ids") from error
+
+
+def _align(word_ids: Sequence[int | None], tag_ids: Sequence[int]) -> tuple[list[int], int]:
+    """Piece labels (the word's tag on its first piece, -100 elsewhere) and the number of words labelled."""
+    labels: list[int] = []
+    previous: int | None = None
+    count = 0
+    for word in word_ids:
+        if word is None or word == previous:
+            labels.append(IGNORE_INDEX)
+        else:
+            labels.append(tag_ids[word])
+            count += 1
+        previous = word
+    return labels, count
+
+
+def _pad(rows: Sequence[Tensor], value: int) -> Tensor:
+    width = max(len(row) for row in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for position, row in enumerate(rows):
+        out[position, : len(row)] = row
+    return out
+
+
+def make_collate(pad_token_id: int) -> Callable[[Sequence[Mapping[str, Tensor]]], dict[str, Tensor]]:
+    """A DataLoader ``collate_fn`` that pads each batch only to its own longest example.
+
+    ``input_ids`` are padded with ``pad_token_id`` (the tokenizer's), ``labels`` of tagging with
+    -100 (ignored by the loss), every other 1-D field (``attention_mask``, ``token_type_ids``) with 0;
+    0-d fields (classification ``labels``, an ``index``) are stacked.
+    """
+
+    def collate(examples: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
+        if not examples:
+            raise ValueError("cannot collate an empty batch")
+        keys = list(examples[0])
+        for position, example in enumerate(examples):
+            if list(example) != keys:
+                raise ValueError(f"example {position} has keys {list(example)}, example 0 has {keys}")
+        batch: dict[str, Tensor] = {}
+        for key in keys:
+            values = [example[key] for example in examples]
+            if values[0].dim() == 0:
+                batch[key] = torch.stack(values)
+            else:
+                value = pad_token_id if key == "input_ids" else IGNORE_INDEX if key == "labels" else 0
+                batch[key] = _pad(values, value)
+        return batch
+
+    return collate
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Random batches of similar-length examples, so dynamic padding wastes little compute.
+
+    Each epoch: shuffle all indices (a ``torch.Generator`` seeded with ``seed + epoch``), cut the
+    permutation into chunks of ``batch_size * 50``, sort each chunk by length (longest first), cut
+    the chunks into batches and shuffle the order of the batches. Every index comes exactly once;
+    the only short batch (when ``batch_size`` does not divide the dataset) is kept last, so a
+    DataLoader with the same ``batch_size`` cuts exactly these batches.
+
+    The epoch is what ``set_epoch`` last set, and it advances by one after each pass, so iterating
+    twice gives two different orders that a new sampler with the same seed reproduces.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, chunk_batches: int = 50):
+        if batch_size < 1 or chunk_batches < 1:
+            raise ValueError(f"batch_size and chunk_batches must be >= 1, got {batch_size} and {chunk_batches}")
+        self.lengths = torch.as_tensor(list(lengths), dtype=torch.long)
+        self.batch_size = batch_size
+        self.chunk_size = batch_size * chunk_batches
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the order of ``epoch`` for the next pass (as with ``DistributedSampler``)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def batches(self) -> list[list[int]]:
+        """The batches of the current epoch, without advancing it."""
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=generator)
+        batches: list[list[int]] = []
+        for start in range(0, len(order), self.chunk_size):
+            chunk = order[start : start + self.chunk_size]
+            chunk = chunk[torch.argsort(self.lengths[chunk], descending=True, stable=True)].tolist()
+            batches.extend(chunk[at : at + self.batch_size] for at in range(0, len(chunk), self.batch_size))
+        short = batches.pop() if batches and len(batches[-1]) < self.batch_size else None
+        batches = [batches[position] for position in torch.randperm(len(batches), generator=generator).tolist()]
+        return [*batches, short] if short else batches
+
+    def __iter__(self) -> Iterator[int]:
+        batches = self.batches()
+        self.epoch += 1
+        return iter([index for batch in batches for index in batch])
+
+
+def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """The share of padded positions when each batch is padded to its longest example (0 = none)."""
+    total = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
+    used = sum(lengths[i] for batch in batches for i in batch)
+    return 1.0 - used / total if total else 0.0

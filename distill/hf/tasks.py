@@ -1,0 +1,164 @@
+"""Text tasks ready for the Trainer: SST-2 (sentence classification) and CoNLL-2003 (NER tagging).
+
+:func:`load_text_task` tokenises once and bundles what a run needs: indexed datasets (each item carries
+``index``, so the teacher cache can key on it), a dynamic-padding collate, a length-grouped batch
+sampler driven by the Trainer's generator, and the task metric (entity-level micro F1 for tagging).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from distill.data.text import (
+    LengthGroupedSampler,
+    TextClassificationDataset,
+    TokenTaggingDataset,
+    conll_label_names,
+    load_conll,
+    load_sst2,
+    make_collate,
+)
+from distill.hf.models import Task
+from distill.ner_metrics import entity_f1, word_tags_from_logits
+
+TASKS = {"sst2": "sequence", "conll2003": "token"}
+EVAL_SPLITS = {"sst2": ("dev",), "conll2003": ("dev", "test")}
+
+
+def default_data_dir(task: str) -> Path:
+    """``../shared/data/<task>`` relative to the working directory, else to the project checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base.parent / "shared" / "data" / task
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no data folder for {task!r}: pass data_dir (e.g. ../shared/data/{task})")
+
+
+class Indexed(Dataset):
+    """Adds each example's ``index`` to the dict a text dataset yields."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None) -> None:
+        self.dataset = dataset
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Tensor]:
+        return {**self.dataset[self.indices[position]], "index": torch.tensor(position)}
+
+    @property
+    def lengths(self) -> list[int]:
+        lengths = self.dataset.lengths  # type: ignore[attr-defined]
+        return [lengths[i] for i in self.indices]
+
+
+class GroupedBatches(Sampler[list[int]]):
+    """Length-grouped batches whose order is drawn from ``generator`` (reseeded by the Trainer per epoch)."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch_size, self.generator = list(lengths), batch_size, generator
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        seed = int(torch.randint(0, 2**31 - 1, (), generator=self.generator))
+        return iter(LengthGroupedSampler(self.lengths, self.batch_size, seed=seed).batches())
+
+
+def tagging_metric(label_names: Sequence[str]) -> Callable[[list[Tensor], list[Tensor]], dict[str, float]]:
+    """Entity-level micro F1 (exact span and type) from token logits and word-aligned labels."""
+
+    def metric(logits: list[Tensor], labels: list[Tensor]) -> dict[str, float]:
+        gold: list[list[str]] = []
+        predicted: list[list[str]] = []
+        for batch_logits, batch_labels in zip(logits, labels, strict=True):
+            predicted += word_tags_from_logits(batch_logits, batch_labels, label_names)
+            gold += [[label_names[int(t)] for t in row if int(t) != -100] for row in batch_labels]
+        scores = entity_f1(gold, predicted)
+        return {"f1": float(scores["f1"]), "precision": float(scores["precision"]), "recall": float(scores["recall"])}
+
+    return metric
+
+
+@dataclass
+class TextTask:
+    name: str
+    kind: Task
+    train: Indexed
+    evaluation: dict[str, Indexed]
+    label_names: list[str]
+    collate: Callable[[list], dict[str, Tensor]]
+    metric: Callable[[list[Tensor], list[Tensor]], dict[str, float]] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def score_name(self) -> str:
+        """The headline metric: accuracy for classification, entity F1 for tagging."""
+        return "f1" if self.kind == "token" else "accuracy"
+
+    def sample_inputs(self, count: int = 4) -> dict[str, Tensor]:
+        """The first ``count`` training inputs, padded: the Distiller's probe batch."""
+        batch = self.collate([self.train[i] for i in range(min(count, len(self.train)))])
+        return {key: value for key, value in batch.items() if key not in ("labels", "index")}
+
+    def batches(self, batch_size: int) -> Callable[[torch.Generator], Sampler]:
+        """The Trainer's ``train_sampler``: length-grouped batches of ``batch_size``."""
+        return lambda generator: GroupedBatches(self.train.lengths, batch_size, generator)
+
+
+def _subset(count: int, subset: int | None, seed: int) -> list[int]:
+    if subset is None or subset >= count:
+        return list(range(count))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(count, generator=generator)[:subset].tolist())
+
+
+def load_text_task(
+    name: str,
+    tokenizer: Any,
+    data_dir: str | Path | None = None,
+    train_subset: int | None = None,
+    subset_seed: int = 0,
+    max_length: int = 128,
+) -> TextTask:
+    """Tokenise a task's splits; ``train_subset`` keeps a seeded random subset of the training set."""
+    if name not in TASKS:
+        raise ValueError(f"unknown text task {name!r}; known: {sorted(TASKS)}")
+    folder = Path(data_dir) if data_dir is not None else default_data_dir(name)
+    splits = ("train", *EVAL_SPLITS[name])
+    reader = load_sst2 if name == "sst2" else load_conll
+    raw = {split: reader(folder, split) for split in splits}
+    total = len(raw["train"][0])
+    chosen = _subset(total, train_subset, subset_seed)  # picked before tokenising: only the subset is encoded
+    raw["train"] = tuple([column[i] for i in chosen] for column in raw["train"])
+    if name == "sst2":
+        label_names = ["negative", "positive"]
+        data = {s: TextClassificationDataset(*raw[s], tokenizer, max_length) for s in splits}
+        metric = None
+    else:
+        label_names = conll_label_names(folder)
+        data = {s: TokenTaggingDataset(*raw[s], tokenizer, label_names, max_length) for s in splits}
+        metric = tagging_metric(label_names)
+    return TextTask(
+        name=name,
+        kind=TASKS[name],  # type: ignore[arg-type]
+        train=Indexed(data["train"]),
+        evaluation={s: Indexed(data[s]) for s in EVAL_SPLITS[name]},
+        label_names=label_names,
+        collate=make_collate(tokenizer.pad_token_id),
+        metric=metric,
+        info={"data_dir": str(folder), "train_examples": len(chosen), "train_total": total, "train_indices": chosen},
+    )

@@ -1,0 +1,401 @@
+"""Transformer losses and dynamic temperatures against hand-written references (plain-Python loops)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distill.losses import attention_mse_loss, get, kd_loss, soft_ce_loss
+from distill.losses.temperature import cwsm_temperature, flsw_temperature
+from distill.losses.transformer import (
+    attention_ce_loss,
+    attention_mse_tinybert_loss,
+    pkd_loss,
+    value_relation_loss,
+)
+
+MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])  # n_b = 3, 2
+B, H, L = 2, 2, 3
+
+
+def _valid(mask, b: int, pos: int) -> bool:
+    return mask is None or bool(mask[b, pos])
+
+
+def _softmax(row: list[float]) -> list[float]:
+    top = max(row)
+    exps = [math.exp(z - top) for z in row]
+    return [e / sum(exps) for e in exps]
+
+
+def _probabilities() -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-stochastic attention whose padded keys have probability 0, like a real model's."""
+    keys = MASK[:, None, None, :].bool()
+    scores = [torch.randn(B, H, L, L, dtype=torch.float64).masked_fill(~keys, -math.inf) for _ in range(2)]
+    return scores[0].softmax(-1), scores[1].softmax(-1)
+
+
+def _scores() -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(B, H, L, L, dtype=torch.float64), torch.randn(B, H, L, L, dtype=torch.float64)
+
+
+def _values(d_student: int = 4, d_teacher: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(B, H, L, d_student, dtype=torch.float64), torch.randn(B, H, L, d_teacher, dtype=torch.float64)
+
+
+# ----------------------------------------------------------------- references
+
+
+def _ce_reference(student, teacher, mask=None) -> float:
+    s, t = student.tolist(), teacher.tolist()
+    total, rows = 0.0, 0
+    for b in range(B):
+        for h in range(H):
+            for q in range(L):
+                if not _valid(mask, b, q):
+                    continue
+                rows += 1
+                for k in range(L):
+                    if _valid(mask, b, k):
+                        total -= t[b][h][q][k] * math.log(max(s[b][h][q][k], 1e-12))
+    return total / rows
+
+
+def _tinybert_reference(student, teacher, mask=None) -> float:
+    s, t = student.tolist(), teacher.tolist()
+    total = 0.0
+    for b in range(B):
+        for h in range(H):
+            for q in range(L):
+                for k in range(L):
+                    s_value, t_value = s[b][h][q][k], t[b][h][q][k]
+                    if mask is None:  # TinyBERT: scores <= -100 are masked, i.e. 0
+                        s_value = 0.0 if s_value <= -100 else s_value
+                        t_value = 0.0 if t_value <= -100 else t_value
+                    elif not (mask[b, q] and mask[b, k]):
+                        continue
+                    total += (s_value - t_value) ** 2
+    return total / (B * H * L * L)
+
+
+def _pkd_reference(student, teacher) -> float:
+    total = 0.0
+    for s_row, t_row in zip(student[:, 0].tolist(), teacher[:, 0].tolist(), strict=True):
+        s_norm, t_norm = math.sqrt(sum(x * x for x in s_row)), math.sqrt(sum(x * x for x in t_row))
+        total += sum((s / s_norm - t / t_norm) ** 2 for s, t in zip(s_row, t_row, strict=True))
+    return total / len(student)
+
+
+def _relation_row(values: list[list[float]], q: int, keys: list[int]) -> list[float]:
+    scale = math.sqrt(len(values[q]))
+    return _softmax([sum(a * c for a, c in zip(values[q], values[k], strict=True)) / scale for k in keys])
+
+
+def _vr_reference(student, teacher, mask=None) -> float:
+    vs, vt = student.tolist(), teacher.tolist()
+    total, rows = 0.0, 0
+    for b in range(B):
+        keys = [k for k in range(L) if _valid(mask, b, k)]
+        for h in range(H):
+            for q in keys:
+                p_s, p_t = _relation_row(vs[b][h], q, keys), _relation_row(vt[b][h], q, keys)
+                total += sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True))
+                rows += 1
+    return total / rows
+
+
+def _positions(logits, mask) -> list[tuple[tuple[int, ...], list[float]]]:
+    values = logits.tolist()
+    if logits.dim() == 2:
+        return [((b,), values[b]) for b in range(len(values)) if mask is None or mask[b]]
+    return [((b, p), values[b][p]) for b in range(len(values)) for p in range(len(values[b])) if _valid(mask, b, p)]
+
+
+def _spread(weights: dict, base: float, beta: float) -> dict:
+    mean = sum(weights.values()) / len(weights)
+    return {index: base + (mean - w) * beta for index, w in weights.items()}
+
+
+def _flsw_reference(student, teacher, base, beta, gamma, mask=None) -> dict:
+    weights = {}
+    for (index, s_row), (_, t_row) in zip(_positions(student, mask), _positions(teacher, mask), strict=True):
+        s_norm, t_norm = math.sqrt(sum(x * x for x in s_row)) + 1e-4, math.sqrt(sum(x * x for x in t_row)) + 1e-4
+        cosine = sum(s / s_norm * t / t_norm for s, t in zip(s_row, t_row, strict=True))
+        weights[index] = (1 - cosine) ** gamma
+    return _spread(weights, base, beta)
+
+
+def _cwsm_reference(student, base, beta, mask=None) -> dict:
+    weights = {index: 1 / (max(_softmax(row)) + 1e-3) for index, row in _positions(student, mask)}
+    return _spread(weights, base, beta)
+
+
+def _kd_reference(student, teacher, taus: dict, mask=None, squared: bool = True) -> float:
+    losses = []
+    for (index, s_row), (_, t_row) in zip(_positions(student, mask), _positions(teacher, mask), strict=True):
+        tau = taus[index]
+        p_s, p_t = _softmax([z / tau for z in s_row]), _softmax([z / tau for z in t_row])
+        if squared:  # kd: T² · KL
+            losses.append(tau**2 * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True)))
+        else:  # soft_ce
+            losses.append(-sum(pt * math.log(ps) for pt, ps in zip(p_t, p_s, strict=True)))
+    return sum(losses) / len(losses)
+
+
+# ----------------------------------------------------------------- values
+
+
+def test_registered_names() -> None:
+    assert get("attention_ce") is attention_ce_loss
+    assert get("attention_mse_tinybert") is attention_mse_tinybert_loss
+    assert get("pkd") is pkd_loss
+    assert get("value_relation") is value_relation_loss
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_attention_ce_matches_reference(mask) -> None:
+    student, teacher = _probabilities()
+    got = attention_ce_loss(student, teacher, mask)
+    assert got.item() == pytest.approx(_ce_reference(student, teacher, mask), rel=1e-10)
+
+
+def test_attention_ce_by_hand() -> None:
+    student = torch.tensor([[[[0.5, 0.5], [0.25, 0.75]]]])
+    teacher = torch.tensor([[[[1.0, 0.0], [0.5, 0.5]]]])
+    expected = (-math.log(0.5) - 0.5 * math.log(0.25) - 0.5 * math.log(0.75)) / 2
+    assert attention_ce_loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_attention_mse_tinybert_matches_reference(mask) -> None:
+    student, teacher = _scores()
+    got = attention_mse_tinybert_loss(student, teacher, mask)
+    assert got.item() == pytest.approx(_tinybert_reference(student, teacher, mask), rel=1e-10)
+
+
+def test_tinybert_and_textbrewer_normalisations_differ_only_in_the_denominator() -> None:
+    student, teacher = _scores()
+    tinybert = attention_mse_tinybert_loss(student, teacher, MASK).item()
+    textbrewer = attention_mse_loss(student, teacher, MASK).item()
+    assert tinybert * (B * H * L * L) == pytest.approx(textbrewer * H * (3**2 + 2**2), rel=1e-10)
+
+
+def test_attention_mse_tinybert_without_mask_zeroes_scores_below_minus_100() -> None:
+    student = torch.tensor([[[[1.0, -10000.0], [-50.0, 2.0]]]])
+    teacher = torch.tensor([[[[0.5, -math.inf], [-200.0, 2.5]]]])
+    # -50 is a real score (TextBrewer's -1e-3 threshold would zero it); -10000, -inf and -200 become 0.
+    expected = ((1 - 0.5) ** 2 + 0 + (-50 - 0) ** 2 + (2 - 2.5) ** 2) / 4
+    assert attention_mse_tinybert_loss(student, teacher).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_pkd_matches_reference_and_ignores_scale() -> None:
+    student, teacher = torch.randn(B, L, 4, dtype=torch.float64), torch.randn(B, L, 4, dtype=torch.float64)
+    got = pkd_loss(student, teacher, MASK)
+    assert got.item() == pytest.approx(_pkd_reference(student, teacher), rel=1e-10)
+    assert pkd_loss(student[:, 0], teacher[:, 0]).item() == pytest.approx(got.item(), rel=1e-12)
+    assert pkd_loss(3 * student, 0.5 * teacher).item() == pytest.approx(got.item(), rel=1e-10)
+
+
+def test_pkd_by_hand() -> None:
+    student = torch.tensor([[[3.0, 4.0], [9.0, 9.0]]])  # [CLS] normalised: (0.6, 0.8)
+    teacher = torch.tensor([[[0.0, 2.0], [1.0, 1.0]]])  # (0, 1)
+    assert pkd_loss(student, teacher).item() == pytest.approx(0.6**2 + 0.2**2, rel=1e-6)
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_value_relation_matches_reference(mask) -> None:
+    student, teacher = _values(4, 5)  # head sizes may differ: each side is scaled by its own √d_head
+    got = value_relation_loss(student, teacher, mask)
+    assert got.item() == pytest.approx(_vr_reference(student, teacher, mask), rel=1e-10)
+
+
+def test_value_relation_is_zero_for_identical_values() -> None:
+    values, _ = _values()
+    assert value_relation_loss(values, values.clone(), MASK).item() == pytest.approx(0.0, abs=1e-12)
+
+
+# ----------------------------------------------------------------- masking and gradients
+
+
+CASES = {
+    "attention_ce": (attention_ce_loss, _probabilities, "pairs"),
+    "attention_mse_tinybert": (attention_mse_tinybert_loss, _scores, "pairs"),
+    "pkd": (
+        pkd_loss,
+        lambda: (torch.randn(B, L, 4, dtype=torch.float64), torch.randn(B, L, 4, dtype=torch.float64)),
+        "positions",
+    ),
+    "value_relation": (value_relation_loss, _values, "positions"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("junk", [1e30, float("inf"), float("-inf"), float("nan")])
+def test_padding_never_matters(name: str, junk: float) -> None:
+    loss_fn, make, kind = CASES[name]
+    student, teacher = make()
+    valid = MASK.bool()
+    if kind == "pairs":
+        padded = ~(valid[:, None, :, None] & valid[:, None, None, :]).expand(B, H, L, L)
+    else:
+        padded = ~valid[:, None, :].expand(student.shape[:3]) if student.dim() == 4 else ~valid
+    clean = loss_fn(student, teacher, MASK)
+    student, teacher = student.clone(), teacher.clone()
+    student[padded], teacher[padded] = junk, junk
+    student.requires_grad_(True)
+    dirty = loss_fn(student, teacher, MASK)
+    assert dirty.item() == pytest.approx(clean.item(), rel=1e-12)
+    dirty.backward()
+    assert torch.isfinite(student.grad).all()
+    assert torch.equal(student.grad[padded], torch.zeros_like(student.grad[padded]))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_gradcheck(name: str, mask) -> None:
+    loss_fn, make, _ = CASES[name]
+    student, teacher = make()
+    if name == "attention_ce":  # strictly positive, away from the 1e-12 clamp
+        student, teacher = torch.rand_like(student) + 0.1, torch.rand_like(teacher) + 0.1
+    student, teacher = student.requires_grad_(True), teacher.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda s, t: loss_fn(s, t, mask), (student, teacher))
+
+
+@pytest.mark.parametrize("name", ["attention_ce", "attention_mse_tinybert", "value_relation"])
+def test_all_masked_is_zero_with_grad(name: str) -> None:
+    loss_fn, make, _ = CASES[name]
+    student, teacher = make()
+    student.requires_grad_(True)
+    loss = loss_fn(student, teacher, torch.zeros(B, L))
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(student.grad, torch.zeros_like(student))
+
+
+# ----------------------------------------------------------------- errors
+
+
+def test_attention_ce_rejects_scores() -> None:
+    student, teacher = _scores()
+    with pytest.raises(ValueError, match=r"attention_ce: attention has negative entries.*pre-softmax scores"):
+        attention_ce_loss(student, teacher, MASK)
+
+
+@pytest.mark.parametrize("loss_fn", [attention_ce_loss, attention_mse_tinybert_loss])
+def test_attention_shape_errors(loss_fn) -> None:
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 4\).*\(2, 2, 4, 4\)"):
+        loss_fn(torch.rand(2, 3, 4, 4), torch.rand(2, 2, 4, 4))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 3\).*\(2, 4\)"):
+        loss_fn(torch.rand(2, 3, 4, 4), torch.rand(2, 3, 4, 4), torch.ones(2, 3))
+
+
+def test_pkd_shape_errors() -> None:
+    with pytest.raises(ValueError, match=r"pkd: student shape \(2, 3, 4\) != teacher shape \(2, 3, 8\)"):
+        pkd_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 8))
+    with pytest.raises(ValueError, match=r"\(batch, length, hidden\) or \(batch, hidden\); got shape \(4,\)"):
+        pkd_loss(torch.randn(4), torch.randn(4))
+    with pytest.raises(ValueError, match=r"pkd: mask has shape \(2, 4\).*\(2, 3\)"):
+        pkd_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 4))
+
+
+def test_value_relation_errors() -> None:
+    with pytest.raises(ValueError, match=r"\(2, 2, 3, 4\).*\(2, 4, 3, 4\).*same number of attention heads"):
+        value_relation_loss(torch.randn(2, 2, 3, 4), torch.randn(2, 4, 3, 4))
+    with pytest.raises(ValueError, match=r"student values must be \(batch, heads, length, head_dim\); got shape"):
+        value_relation_loss(torch.randn(2, 3, 4), torch.randn(2, 2, 3, 4))
+    with pytest.raises(ValueError, match=r"mask has shape \(2, 4\).*\(2, 3\)"):
+        value_relation_loss(torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4), torch.ones(2, 4))
+
+
+# ----------------------------------------------------------------- dynamic temperatures
+
+
+def _logits(*shape: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(*shape, dtype=torch.float64) * 2, torch.randn(*shape, dtype=torch.float64) * 2
+
+
+def _as_tensor(taus: dict, shape, base: float) -> torch.Tensor:
+    out = torch.full(shape, base, dtype=torch.float64)
+    for index, tau in taus.items():
+        out[index] = tau
+    return out
+
+
+@pytest.mark.parametrize(("shape", "mask"), [((4, 5), None), ((4, 5), torch.tensor([1, 0, 1, 1])), ((2, 3, 5), MASK)])
+def test_flsw_and_cwsm_match_reference(shape, mask) -> None:
+    student, teacher = _logits(*shape)
+    student.requires_grad_(True)
+    flsw = flsw_temperature(student, teacher, 4.0, beta=1.5, gamma=2.0, mask=mask)
+    expected = _as_tensor(_flsw_reference(student, teacher, 4.0, 1.5, 2.0, mask), shape[:-1], 4.0)
+    torch.testing.assert_close(flsw, expected, rtol=1e-10, atol=1e-12)
+    cwsm = cwsm_temperature(student, 4.0, beta=0.5, mask=mask)
+    expected = _as_tensor(_cwsm_reference(student, 4.0, 0.5, mask), shape[:-1], 4.0)
+    torch.testing.assert_close(cwsm, expected, rtol=1e-10, atol=1e-12)
+    assert not flsw.requires_grad and not cwsm.requires_grad
+
+
+def test_temperatures_ignore_junk_in_padding() -> None:
+    student, teacher = _logits(2, 3, 5)
+    clean = flsw_temperature(student, teacher, 4.0, 1.0, 2.0, mask=MASK)
+    student[1, 2], teacher[1, 2] = float("nan"), float("inf")
+    dirty = flsw_temperature(student, teacher, 4.0, 1.0, 2.0, mask=MASK)
+    torch.testing.assert_close(dirty, clean, rtol=0, atol=0)
+    assert torch.isfinite(cwsm_temperature(student, 4.0, 1.0, mask=MASK)).all()
+
+
+def test_kd_constant_scheduler_is_the_old_behaviour() -> None:
+    student, teacher = _logits(2, 3, 5)
+    old = kd_loss(student, teacher, 2.0, MASK)
+    assert kd_loss(student, teacher, 2.0, MASK, temperature_scheduler="constant").item() == old.item()
+    assert kd_loss(student, teacher, 2.0, MASK, temperature_scheduler="flsw").item() != pytest.approx(old.item())
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
+def test_kd_with_flsw_uses_per_position_temperature_and_t_squared(mask) -> None:
+    student, teacher = _logits(2, 3, 5)
+    got = kd_loss(student, teacher, 4.0, mask, temperature_scheduler="flsw", scheduler_beta=2.0, scheduler_gamma=1.0)
+    taus = _flsw_reference(student, teacher, 4.0, 2.0, 1.0, mask)
+    assert got.item() == pytest.approx(_kd_reference(student, teacher, taus, mask), rel=1e-10)
+
+
+def test_soft_ce_with_cwsm_matches_reference() -> None:
+    student, teacher = _logits(6, 4)
+    got = soft_ce_loss(student, teacher, 2.0, temperature_scheduler="cwsm", scheduler_beta=0.3)
+    taus = _cwsm_reference(student, 2.0, 0.3)
+    assert got.item() == pytest.approx(_kd_reference(student, teacher, taus, squared=False), rel=1e-10)
+
+
+def test_scheduled_temperature_is_a_stop_gradient() -> None:
+    """The gradient is that of kd with the scheduled temperatures as constants (gradcheck would see
+    the temperature move under finite differences, so compare with the constant-temperature call)."""
+    student, teacher = (x.requires_grad_(True) for x in _logits(2, 3, 4))
+    kd_loss(student, teacher, 3.0, MASK, temperature_scheduler="flsw").backward()
+    scheduled = student.grad.clone(), teacher.grad.clone()
+    student.grad, teacher.grad = None, None
+    taus = flsw_temperature(student, teacher, 3.0, 1.0, 2.0, mask=MASK)
+    kd_loss(student, teacher, taus, MASK).backward()
+    torch.testing.assert_close(scheduled, (student.grad, teacher.grad), rtol=0, atol=0)
+
+
+def test_scheduled_kd_ignores_junk_in_padding() -> None:
+    student, teacher = _logits(2, 3, 4)
+    clean = kd_loss(student, teacher, 3.0, MASK, temperature_scheduler="cwsm")
+    student[1, 2], teacher[1, 2] = float("nan"), float("-inf")
+    student.requires_grad_(True)
+    dirty = kd_loss(student, teacher, 3.0, MASK, temperature_scheduler="cwsm")
+    assert dirty.item() == pytest.approx(clean.item(), rel=1e-12)
+    dirty.backward()
+    assert torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("loss_fn", [kd_loss, soft_ce_loss])
+def test_scheduler_errors(loss_fn) -> None:
+    student, teacher = _logits(3, 4)
+    with pytest.raises(ValueError, match="unknown temperature_scheduler 'fslw'; choose one of constant, flsw, cwsm"):
+        loss_fn(student, teacher, 2.0, temperature_scheduler="fslw")
+    with pytest.raises(ValueError, match=r"needs a number as the base temperature.*shape \(3,\)"):
+        loss_fn(student, teacher, torch.ones(3), temperature_scheduler="flsw")
+    with pytest.raises(ValueError, match=r"gave a temperature .* <= 0.*lower scheduler_beta"):
+        loss_fn(student, teacher, 0.1, temperature_scheduler="cwsm", scheduler_beta=100.0)
