@@ -14,6 +14,7 @@ from distill.methods.base import BuildContext
 from distill.models import MLP, SmallCNN
 from distill.train import Trainer
 from distill.train_settings import TrainSettings
+from tests.interrupt import killed_after_epoch
 
 INPUT_SHAPE = (1, 8, 8)
 
@@ -137,17 +138,8 @@ def test_resume_with_a_stage_ends_with_the_same_weights(tmp_path, tiny_digits, m
     teacher = SmallCNN(INPUT_SHAPE, [8, 16], 10)
     uninterrupted = _ft_distiller(teacher)
     _fit(uninterrupted, tiny_digits, tmp_path / "a")
-    original = Trainer._checkpoint
-
-    def die_in_main_epoch_0(self, model, optimizer, scheduler, epoch, step, record):
-        original(self, model, optimizer, scheduler, epoch, step, record)
-        if epoch == 0 and "stage-" not in str(self.run_dir):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Trainer, "_checkpoint", die_in_main_epoch_0)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 0, where=lambda run_dir: "stage-" not in run_dir):
         _fit(_ft_distiller(teacher), tiny_digits, tmp_path / "b")
-    monkeypatch.setattr(Trainer, "_checkpoint", original)
     resumed = _ft_distiller(teacher)
     _fit(resumed, tiny_digits, tmp_path / "b", resume=True)
     a, b = uninterrupted.trainable.state_dict(), resumed.trainable.state_dict()

@@ -13,6 +13,7 @@ from distill.hf.tasks import GroupedBatches, load_text_task, tagging_metric
 from distill.train import Trainer
 from distill.train_settings import OptimizerSettings, TrainSettings
 from tests.hf_models import tiny_bert
+from tests.interrupt import killed_after_epoch
 
 
 @pytest.fixture(scope="module")
@@ -76,16 +77,8 @@ def test_tagging_trainer_logs_f1_and_resumes_exactly(tokenizer, tmp_path, monkey
     record = json.loads((tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"eval_f1", "eval_precision", "eval_recall", "eval_accuracy"} <= set(record)
 
-    original = Trainer._checkpoint
-
-    def checkpoint_then_die(self, *args):
-        original(self, *args)
-        raise KeyboardInterrupt("killed after the first epoch")
-
-    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 0):
         _trainer(task, tmp_path / "resumed", 2)[0].fit()
-    monkeypatch.setattr(Trainer, "_checkpoint", original)
     torch.manual_seed(123)  # another process state: resume must not depend on it
     resumed, resumed_model = _trainer(task, tmp_path / "resumed", 2)
     resumed.fit(resume=True)

@@ -15,6 +15,7 @@ from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.models import MLP
 from distill.train import NonFiniteLossError, Trainer
 from distill.train_settings import TrainSettings
+from tests.interrupt import killed_after_epoch
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +75,8 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path, small_digits, 
     _trainer(uninterrupted, small_digits, tmp_path / "a", settings).fit()
 
     interrupted = _distiller(teacher)
-    original = Trainer._checkpoint
-
-    def checkpoint_then_die(self, model, optimizer, scheduler, epoch, step, record):
-        original(self, model, optimizer, scheduler, epoch, step, record)
-        if epoch == 1:
-            raise KeyboardInterrupt("killed after epoch 1")
-
-    monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_epoch(monkeypatch, 1):
         _trainer(interrupted, small_digits, tmp_path / "b", settings).fit()
-    monkeypatch.setattr(Trainer, "_checkpoint", original)
 
     torch.manual_seed(123)  # a different process state: resume must not depend on it
     resumed = _distiller(teacher)
