@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-ner clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-ner benchmark-strategies clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ benchmark-sst2: $(STAMP)
 
 benchmark-ner: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.ner
+
+benchmark-strategies: $(STAMP)
+	$(BIN)/python benchmarks/strategies.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -49,19 +49,43 @@ class DataSpec(StrictModel):
     max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
 
 
+class EnsembleSpec(StrictModel):
+    """An ensemble teacher: ``members`` models (seeds teacher.seed, +1, ...) or the listed architectures."""
+
+    members: int = Field(1, ge=1)  # copies of teacher.model trained with different seeds
+    models: list[ModelSpec] = Field(default_factory=list)  # or: one member per architecture listed here
+    space: Literal["probability", "logits"] = "probability"  # average softmax outputs, or logits
+    weights: list[float] | None = None  # one per member, >= 0; default equal
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnsembleSpec:
+        if self.models and self.members not in (1, len(self.models)):
+            raise ValueError(f"give members ({self.members}) or models ({len(self.models)} listed), not both")
+        count = self.size
+        if self.weights is not None and (len(self.weights) != count or any(w < 0 for w in self.weights)):
+            raise ValueError(f"weights: need {count} numbers >= 0 (one per member), got {self.weights}")
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.models) or self.members
+
+
 class TeacherSpec(StrictModel):
     model: ModelSpec = ModelSpec(hidden=[512, 512])
     checkpoint: str | None = None  # a trained teacher (.safetensors or checkpoint folder): skips teacher training
     seed: int = 0
     train: TrainSettings = TrainSettings()
+    ensemble: EnsembleSpec | None = None  # several teachers, averaged (Hinton et al. 2015)
 
 
 class StudentSpec(StrictModel):
     model: ModelSpec = ModelSpec(hidden=[32])
     train: TrainSettings = TrainSettings()  # used for the hard-label baseline and the distilled student alike
     baseline: bool = True  # also train the student on hard labels alone, from the same initialisation
-    # hf students: teacher-assistant chain, e.g. [4] distils 6 -> 4 -> student; each step uses distill:
-    chain: list[int] = Field(default_factory=list)
+    # teacher-assistant chain: the assistants between teacher and student, largest first; each step uses
+    # distill:. hf students list layer counts ([4]: 6 -> 4 -> student), others list models ([{hidden: [400]}]).
+    chain: list[int] | list[ModelSpec] = Field(default_factory=list)
 
 
 class MatchSpec(StrictModel):
@@ -128,6 +152,28 @@ class DistillSpec(StrictModel):
         return self
 
 
+class StrategySpec(StrictModel):
+    """How teachers and students are run (the default, offline, is one frozen teacher -> student)."""
+
+    kind: Literal["offline", "mutual", "self_distill", "born_again"] = "offline"
+    peers: int = Field(2, ge=2)  # mutual: cohort size; the peers are student.model with seeds s, s+1000, ...
+    generations: int = Field(3, ge=1)  # born_again: students after generation 0 (the teacher)
+    ensemble_generations: bool = True  # born_again: also score the ensemble of all generations
+    alpha: float = Field(0.3, ge=0, le=1)  # self_distill: weight of the deepest exit's soft targets
+    feature_weight: float = Field(0.03, ge=0)  # self_distill: weight of the feature hint to the deepest exit
+    temperature: float | None = Field(None, gt=0)  # softening of the peers' targets; default mutual 1, self_distill 3
+    tree_loss: Literal["mixture", "path_weighted"] = "mixture"  # tree students: see SoftTreeObjective
+
+
+class TransferSpec(StrictModel):
+    """What the student distils on: the labelled train set (default), or data without labels."""
+
+    labels: bool = True  # false: the student sees the teacher's soft targets only (labels set to -100)
+    # unseen: the train set is split; the teacher trains on teacher_share of it, the student on the rest
+    split: Literal["shared", "unseen"] = "shared"
+    teacher_share: float = Field(0.5, gt=0, lt=1)
+
+
 class Recipe(StrictModel):
     name: str = "experiment"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # one distilled (and baseline) student per seed
@@ -135,6 +181,30 @@ class Recipe(StrictModel):
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     distill: DistillSpec = DistillSpec()
+    strategy: StrategySpec = StrategySpec()
+    transfer: TransferSpec = TransferSpec()
+
+    @model_validator(mode="after")
+    def _strategy_fits(self) -> Recipe:
+        strategy, text = self.strategy.kind, self.data.dataset in TEXT_DATASETS
+        if strategy != "offline" and text:
+            raise ValueError(f"strategy.kind {strategy!r} runs on tensor datasets; text recipes use offline")
+        if strategy == "born_again" and self.student.model != self.teacher.model:
+            raise ValueError("strategy born_again: student.model must equal teacher.model (same architecture)")
+        if strategy == "self_distill" and self.student.model.kind not in ("mlp", "cnn1d"):
+            kind = self.student.model.kind
+            raise ValueError(f"strategy self_distill needs student.model.kind mlp or cnn1d, got {kind!r}")
+        if strategy != "offline" and (self.teacher.ensemble or self.student.chain):
+            raise ValueError(f"strategy {strategy!r} cannot be combined with teacher.ensemble or student.chain")
+        if not self.transfer.labels and self.distill.hard_weight != 0:
+            raise ValueError("transfer.labels is false: distill.hard_weight must be 0 (the student has no labels)")
+        if (self.transfer.split != "shared" or not self.transfer.labels) and strategy in ("mutual", "self_distill"):
+            raise ValueError(f"strategy {strategy!r} trains on labels: transfer applies to teacher -> student runs")
+        if self.teacher.ensemble and text:
+            raise ValueError("teacher.ensemble applies to tensor datasets; text recipes distil one teacher")
+        if self.teacher.ensemble and self.distill.matches:
+            raise ValueError("teacher.ensemble: feature matches need one teacher's layers; use response losses only")
+        return self
 
     @model_validator(mode="after")
     def _text_needs_transformers(self) -> Recipe:
@@ -146,11 +216,13 @@ class Recipe(StrictModel):
                 raise ValueError(f"{where} is {kind!r} but dataset {self.data.dataset!r} needs {need}")
         if text and self.student.model.layers is None:
             raise ValueError("student.model.layers: an hf student needs its number of layers")
-        chain = [*self.student.chain, self.student.model.layers]
-        if self.student.chain and any(b >= a for a, b in itertools.pairwise(chain)):
-            raise ValueError(f"student.chain must shrink step by step down to the student, got {chain}")
-        if self.student.chain and not text:
-            raise ValueError("student.chain (teacher assistants) applies to hf students")
+        chain = self.student.chain
+        if chain and text != all(isinstance(step, int) for step in chain):
+            need = "layer counts, e.g. [4]" if text else "model blocks, e.g. [{kind: mlp, hidden: [400]}]"
+            raise ValueError(f"student.chain: for dataset {self.data.dataset!r} list {need}")
+        depths = [*chain, self.student.model.layers]
+        if text and chain and any(b >= a for a, b in itertools.pairwise(depths)):
+            raise ValueError(f"student.chain must shrink step by step down to the student, got {depths}")
         return self
 
 

@@ -23,30 +23,38 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024**2 else f"{size_bytes / 1024**2:.2f} MiB"
 
 
-def table_rows(results: dict) -> list[list[str]]:
-    teacher, student = results["teacher"], results["student"]
-    rows = [
-        [
-            "teacher",
-            f"{100 * teacher['test_accuracy']:.2f}%",
-            f"{teacher['parameters']:,}",
-            _size(teacher["size_bytes"]),
-            f"{teacher['cpu_latency_ms']:.2f} ms",
-            "1.0x",
-        ]
+STUDENT_LABELS = {
+    "baseline": "student, hard labels only",
+    "distilled": "student, distilled",
+    "distilled single": "student, distilled from one ensemble member",
+}
+
+
+def _model_row(name: str, accuracy: str, model: dict, speedup: str) -> list[str]:
+    return [
+        name,
+        accuracy,
+        f"{model['parameters']:,}",
+        _size(model["size_bytes"]),
+        f"{model['cpu_latency_ms']:.2f} ms",
+        speedup,
     ]
-    labels = {"baseline": "student, hard labels only", "distilled": "student, distilled"}
+
+
+def table_rows(results: dict) -> list[list[str]]:
+    """The teacher (when there is one, with ensemble members), then one row per student kind."""
+    rows = []
+    teacher, student = results.get("teacher"), results["student"]
+    if teacher is not None:
+        members = teacher.get("members", [])
+        name = f"teacher (ensemble of {len(members)})" if members else "teacher"
+        rows.append(_model_row(name, f"{100 * teacher['test_accuracy']:.2f}%", teacher, "1.0x"))
+        for number, member in enumerate(members):
+            rows.append([f"  ensemble member {number}", f"{100 * member['test_accuracy']:.2f}%", "", "", "", ""])
     for kind, summary in results["students"].items():
-        rows.append(
-            [
-                labels.get(kind, kind),
-                _accuracy(summary),
-                f"{student['parameters']:,}",
-                _size(student["size_bytes"]),
-                f"{student['cpu_latency_ms']:.2f} ms",
-                f"{student['speedup']:.1f}x",
-            ]
-        )
+        model = summary.get("model", student)  # rows with their own model: exits, assistants, ensembles
+        speedup = f"{model['speedup']:.1f}x" if "speedup" in model else "-"
+        rows.append(_model_row(STUDENT_LABELS.get(kind, kind), _accuracy(summary), model, speedup))
     return rows
 
 
