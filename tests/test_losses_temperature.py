@@ -9,26 +9,19 @@ import torch
 
 from distill.losses import kd_loss, soft_ce_loss
 from distill.losses.temperature import cwsm_temperature, flsw_temperature
+from tests.references import softmax_row, valid_position
 
 MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])  # n_b = 3, 2
 B, H, L = 2, 2, 3
-
-
-def _valid(mask, b: int, pos: int) -> bool:
-    return mask is None or bool(mask[b, pos])
-
-
-def _softmax(row: list[float]) -> list[float]:
-    top = max(row)
-    exps = [math.exp(z - top) for z in row]
-    return [e / sum(exps) for e in exps]
 
 
 def _positions(logits, mask) -> list[tuple[tuple[int, ...], list[float]]]:
     values = logits.tolist()
     if logits.dim() == 2:
         return [((b,), values[b]) for b in range(len(values)) if mask is None or mask[b]]
-    return [((b, p), values[b][p]) for b in range(len(values)) for p in range(len(values[b])) if _valid(mask, b, p)]
+    return [
+        ((b, p), values[b][p]) for b in range(len(values)) for p in range(len(values[b])) if valid_position(mask, b, p)
+    ]
 
 
 def _spread(weights: dict, base: float, beta: float) -> dict:
@@ -46,7 +39,7 @@ def _flsw_reference(student, teacher, base, beta, gamma, mask=None) -> dict:
 
 
 def _cwsm_reference(student, base, beta, mask=None) -> dict:
-    weights = {index: 1 / (max(_softmax(row)) + 1e-3) for index, row in _positions(student, mask)}
+    weights = {index: 1 / (max(softmax_row(row)) + 1e-3) for index, row in _positions(student, mask)}
     return _spread(weights, base, beta)
 
 
@@ -54,7 +47,7 @@ def _kd_reference(student, teacher, taus: dict, mask=None, squared: bool = True)
     losses = []
     for (index, s_row), (_, t_row) in zip(_positions(student, mask), _positions(teacher, mask), strict=True):
         tau = taus[index]
-        p_s, p_t = _softmax([z / tau for z in s_row]), _softmax([z / tau for z in t_row])
+        p_s, p_t = softmax_row([z / tau for z in s_row]), softmax_row([z / tau for z in t_row])
         if squared:  # kd: T² · KL
             losses.append(tau**2 * sum(pt * math.log(pt / ps) for pt, ps in zip(p_t, p_s, strict=True)))
         else:  # soft_ce
