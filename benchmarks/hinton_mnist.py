@@ -13,9 +13,9 @@ import argparse
 import time
 from pathlib import Path
 
-from distill.checkpoint import atomic_write_json, library_versions
-from distill.config import load_recipe
-from distill.pipeline import run_recipe
+from distill.run.recipe import load_recipe
+from distill.run.runner import run_recipe
+from distill.train.checkpoint import atomic_write_json, library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_ERRORS = {"teacher": 67, "student alone": 146, "student distilled (T=20)": 74}

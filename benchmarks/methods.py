@@ -5,7 +5,7 @@
 Per dataset it trains one teacher, then for every seed one initial student; every method (and the
 vanilla student, trained on labels alone) starts from that student and follows the same optimiser,
 schedule, epochs and data order. Each method uses the loss weight and settings of its reference
-implementation (``distill.catalog``), nothing tuned here; the one change is CRD's number of
+implementation (``distill.report.catalog``), nothing tuned here; the one change is CRD's number of
 negatives, 512 instead of 16384, which 2 CPU cores could not afford. Test accuracy is read at the final epoch.
 Prints a markdown table (mean ± std over seeds, gain over vanilla, train time per epoch relative to
 vanilla) and writes benchmarks/results/methods.json.
@@ -28,17 +28,17 @@ from pathlib import Path
 
 import torch
 
-from distill.catalog import METHODS, Method
-from distill.checkpoint import atomic_write_json, library_versions
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.method import BuildContext
+from distill.core.schedules import Schedule
 from distill.data import DataSplits, load_dataset
 from distill.data.indexed import WithIndex, train_labels
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
-from distill.measure import accuracy_on, sample_batch
-from distill.methods.base import BuildContext
 from distill.models import ModelSpec, build_model
-from distill.schedules import Schedule
+from distill.report.catalog import METHODS, Method
+from distill.run.measure import accuracy_on, sample_batch
 from distill.train import Trainer
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 Layers = tuple[str | list[str], str | list[str]]  # (student, teacher)

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from benchmarks.nlp_common import RESULTS, Method, distil, fit, fmt, latency_ms, mean_std, scores, settings, shrink
-from distill.cache import TeacherCache
-from distill.checkpoint import atomic_write_json, library_versions
-from distill.distiller import SupervisedObjective
-from distill.hf.models import load_classifier, load_tokenizer
-from distill.hf.tasks import load_text_task
+from distill.core.cache import TeacherCache
+from distill.core.distiller import SupervisedObjective
+from distill.models.hf.loading import load_classifier, load_tokenizer
+from distill.tasks.text import load_text_task
+from distill.train.checkpoint import atomic_write_json, library_versions
 
 STRATEGY = "uniform"
 LAYERS = 3

@@ -17,15 +17,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.cache import TeacherCache
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
-from distill.hf import layer_pairs, layout_of, student_from_teacher
-from distill.hf.models import token_probe
-from distill.hf.pipeline import task_scores
-from distill.hf.tasks import TextTask
-from distill.measure import cpu_latency_ms
+from distill.core.cache import TeacherCache
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.models.hf import layer_pairs, layout_of, student_from_teacher
+from distill.models.hf.loading import token_probe
+from distill.run.measure import cpu_latency_ms
+from distill.run.text_pipeline import task_scores
+from distill.tasks.text import TextTask
 from distill.train import Trainer
-from distill.train_settings import LRScheduleSettings, OptimizerSettings, TrainSettings
+from distill.train.settings import LRScheduleSettings, OptimizerSettings, TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

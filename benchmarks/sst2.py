@@ -39,13 +39,13 @@ from benchmarks.nlp_common import (
     settings,
     shrink,
 )
-from distill.cache import TeacherCache
-from distill.checkpoint import atomic_write_json, library_versions
-from distill.distiller import SupervisedObjective
-from distill.hf.models import load_classifier, load_tokenizer
-from distill.hf.tasks import load_text_task
+from distill.core.cache import TeacherCache
+from distill.core.distiller import SupervisedObjective
+from distill.models.hf.loading import load_classifier, load_tokenizer
 from distill.strategies import run_chain
 from distill.strategies.theseus import TheseusObjective
+from distill.tasks.text import load_text_task
+from distill.train.checkpoint import atomic_write_json, library_versions
 
 STRATEGY = "uniform"
 ASSISTANT_LAYERS = 4

@@ -24,9 +24,9 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from distill.checkpoint import atomic_write_json, library_versions  # noqa: E402
-from distill.config import load_recipe  # noqa: E402
-from distill.pipeline import run_recipe  # noqa: E402
+from distill.run.recipe import load_recipe  # noqa: E402
+from distill.run.runner import run_recipe  # noqa: E402
+from distill.train.checkpoint import atomic_write_json, library_versions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # (key, recipe, extra overrides, what the experiment shows)

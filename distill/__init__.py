@@ -15,12 +15,12 @@ __version__ = "0.1.0"
 # Public names, imported on first use so that `import distill.losses` stays light.
 _EXPORTS = {
     "Capture": "distill.capture",
-    "Distiller": "distill.distiller",
-    "FeatureMatch": "distill.distiller",
-    "SupervisedObjective": "distill.distiller",
-    "Schedule": "distill.schedules",
+    "Distiller": "distill.core.distiller",
+    "FeatureMatch": "distill.core.distiller",
+    "SupervisedObjective": "distill.core.distiller",
+    "Schedule": "distill.core.schedules",
     "Trainer": "distill.train",
-    "TrainSettings": "distill.train_settings",
+    "TrainSettings": "distill.train.settings",
 }
 
 __all__ = [*sorted(_EXPORTS), "__version__"]

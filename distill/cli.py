@@ -13,14 +13,14 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.capture import Capture, module_names
-from distill.checkpoint import latest_checkpoint, load_module_weights
-from distill.config import Recipe, RecipeError, load_recipe
 from distill.losses.registry import UnknownLossError
-from distill.measure import accuracy_on, sample_batch
 from distill.models import build_model, count_parameters
-from distill.pipeline import build_teacher, load_data, run_recipe
 from distill.report import print_table
+from distill.run.measure import accuracy_on, sample_batch
+from distill.run.recipe import Recipe, RecipeError, load_recipe
+from distill.run.runner import build_teacher, load_data, run_recipe
 from distill.train import NonFiniteLossError
+from distill.train.checkpoint import latest_checkpoint, load_module_weights
 
 app = typer.Typer(
     help="Knowledge distillation: train a small student to reproduce a big teacher.",
@@ -157,7 +157,7 @@ def evaluate_checkpoint(
 
     weights, recipe_source = _weights_and_recipe(checkpoint, recipe)
     if recipe_source.endswith("state.json"):
-        from distill.config import validate_recipe
+        from distill.run.recipe import validate_recipe
 
         spec = validate_recipe(json.loads(Path(recipe_source).read_text())["recipe"], recipe_source)
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import yaml
 
 from distill import losses
-from distill.catalog import METHODS, markdown_table, method
-from distill.config import validate_recipe
+from distill.report.catalog import METHODS, markdown_table, method
+from distill.run.recipe import validate_recipe
 
 ISSUE_METHODS = {
     "kd",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.checkpoint import (
+from distill.train.checkpoint import (
     atomic_write_json,
     latest_checkpoint,
     load_module_weights,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from distill.config import (
+from distill.core.schedules import Schedule
+from distill.run.recipe import (
     Recipe,
     RecipeError,
     apply_override,
@@ -13,7 +14,6 @@ from distill.config import (
     resolve_recipe_path,
     validate_recipe,
 )
-from distill.schedules import Schedule
 
 
 @pytest.mark.parametrize("name", ["digits-demo", "hinton-mnist"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.connectors import CONNECTOR_KINDS, build_connector
+from distill.core.connectors import CONNECTOR_KINDS, build_connector
 
 CASES = [
     ("linear", (4, 8), (4, 16)),

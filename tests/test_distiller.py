@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
-from distill.batch import Batch
 from distill.capture import UnknownModuleError
-from distill.checkpoint import load_module_weights, write_checkpoint
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.batch import Batch
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.schedules import Schedule
 from distill.models import MLP
-from distill.schedules import Schedule
+from distill.train.checkpoint import load_module_weights, write_checkpoint
 
 INPUT_SHAPE = (1, 8, 8)
 

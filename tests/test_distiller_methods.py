@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from distill.batch import Batch
+from distill.core.batch import Batch
+from distill.core.distiller import Distiller, FeatureMatch
+from distill.core.method import BuildContext
 from distill.data.indexed import WithIndex
-from distill.distiller import Distiller, FeatureMatch
 from distill.losses import dkd_loss, hidden_mse_loss
-from distill.methods.base import BuildContext
 from distill.models import MLP, SmallCNN
 from distill.train import Trainer
-from distill.train_settings import TrainSettings
+from distill.train.settings import TrainSettings
 from tests.interrupt import killed_after_epoch
 
 INPUT_SHAPE = (1, 8, 8)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from distill.batch import Batch
-from distill.cache import TeacherCache
-from distill.distiller import Distiller, FeatureMatch
-from distill.hf import layer_pairs, student_from_teacher
+from distill.core.batch import Batch
+from distill.core.cache import TeacherCache
+from distill.core.distiller import Distiller, FeatureMatch
+from distill.models.hf import layer_pairs, student_from_teacher
 from tests.hf_models import tiny_bert, tiny_inputs
 
 MATCHES = [

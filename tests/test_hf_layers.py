@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from distill.hf import LayerCapture, layer_pairs, layout_of, map_layers, student_from_teacher
+from distill.capture import LayerCapture
+from distill.models.hf import layer_pairs, layout_of, map_layers, student_from_teacher
 from tests.hf_models import tiny_bert, tiny_inputs
 
 
@@ -129,7 +130,7 @@ def test_random_init_keeps_shapes_not_weights():
 
 
 def test_packaged_minilm_student_reproduces_the_copied_teacher_layers():
-    from distill.hf.models import load_classifier, load_tokenizer
+    from distill.models.hf.loading import load_classifier, load_tokenizer
 
     teacher = load_classifier("minilm", "sequence", 2).eval()
     tokenizer = load_tokenizer("minilm")

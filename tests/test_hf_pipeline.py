@@ -7,9 +7,9 @@ import json
 import pytest
 import transformers
 
-from distill.config import RecipeError, load_recipe, validate_recipe
-from distill.hf.models import packaged_minilm_path
-from distill.pipeline import run_recipe
+from distill.models.hf.loading import packaged_minilm_path
+from distill.run.recipe import RecipeError, load_recipe, validate_recipe
+from distill.run.runner import run_recipe
 from tests.hf_models import tiny_config
 
 

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from distill.distiller import SupervisedObjective
-from distill.hf.models import load_tokenizer
-from distill.hf.tasks import GroupedBatches, load_text_task, tagging_metric
+from distill.core.distiller import SupervisedObjective
+from distill.models.hf.loading import load_tokenizer
+from distill.tasks.text import GroupedBatches, load_text_task, tagging_metric
 from distill.train import Trainer
-from distill.train_settings import OptimizerSettings, TrainSettings
+from distill.train.settings import OptimizerSettings, TrainSettings
 from tests.hf_models import tiny_bert
 from tests.interrupt import killed_after_epoch
 

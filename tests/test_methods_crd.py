@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from distill.methods.base import BuildContext, StepContext
+from distill.core.method import BuildContext, StepContext
 from distill.methods.crd import CRDLoss, nce_loss
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.methods.base import BuildContext, StepContext
+from distill.core.method import BuildContext, StepContext
 from distill.methods.ft import FactorTransferLoss, factor_distance
 from distill.methods.srrl import SRRLLoss
 from distill.methods.vid import VIDLoss

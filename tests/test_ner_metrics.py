@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.ner_metrics import bio_entities, entity_f1, extend_with_o, word_tags_from_logits
+from distill.tasks.ner_metrics import bio_entities, entity_f1, extend_with_o, word_tags_from_logits
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]  # PER 0-2, LOC 3-4 | ORG 0-1
 

@@ -24,7 +24,7 @@ def test_readme_library_example_runs(tmp_path, monkeypatch) -> None:
     script.write_text(code)
     monkeypatch.chdir(tmp_path)
     namespace = runpy.run_path(str(script))
-    from distill.measure import accuracy_on
+    from distill.run.measure import accuracy_on
 
     student_accuracy = accuracy_on(namespace["student"], namespace["data"].test)
     assert student_accuracy > 0.8  # ten classes: chance is 0.1
@@ -32,7 +32,7 @@ def test_readme_library_example_runs(tmp_path, monkeypatch) -> None:
 
 
 def test_readme_method_table_is_the_catalogue() -> None:
-    from distill.catalog import markdown_table
+    from distill.report.catalog import markdown_table
 
     readme = (ROOT / "README.md").read_text()
     start = readme.index("<!-- method-table:start -->\n") + len("<!-- method-table:start -->\n")
@@ -43,7 +43,7 @@ def test_readme_method_table_is_the_catalogue() -> None:
 def test_readme_transformer_example_runs(tmp_path, monkeypatch) -> None:
     """The Hugging Face example, on 200 SST-2 sentences: the distilled 3-layer student beats chance."""
     readme = (ROOT / "README.md").read_text()
-    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "distill.hf" in block)
+    code = next(block for block in re.findall(r"```python\n(.*?)```", readme, re.S) if "distill.models.hf" in block)
     code = code.replace("train_subset=1000", "train_subset=200")
     script = tmp_path / "hf_example.py"
     script.write_text(code)

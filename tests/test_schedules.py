@@ -7,7 +7,7 @@ import math
 import pytest
 from pydantic import ValidationError
 
-from distill.schedules import Schedule, as_schedule
+from distill.core.schedules import Schedule, as_schedule
 
 
 def test_constant() -> None:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from distill.batch import Batch
+from distill.core.batch import Batch
 from distill.models.soft_tree import SoftDecisionTree
-from distill.report_tree import plot_soft_tree
+from distill.report.tree import plot_soft_tree
 from distill.strategies.soft_tree import SoftTreeObjective
 
 # A depth-2 tree on 2 features, 3 classes: inner nodes 0 (root), 1 (left child), 2 (right child).
@@ -204,7 +204,7 @@ def test_trainer_runs_the_objective(tmp_path, one_thread) -> None:
     from torch.utils.data import TensorDataset
 
     from distill.train import Trainer
-    from distill.train_settings import TrainSettings
+    from distill.train.settings import TrainSettings
 
     train_x, test_x, train_y, test_y = _digits_split()
     tree = SoftDecisionTree((1, 8, 8), 10, depth=4)

@@ -9,10 +9,10 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from distill.config import RecipeError, validate_recipe
 from distill.data import DataSplits
+from distill.run.recipe import RecipeError, validate_recipe
+from distill.run.strategy_runs import transfer_splits, without_labels
 from distill.strategies.ensemble import EnsembleTeacher
-from distill.strategy_pipeline import transfer_splits, without_labels
 
 
 class Fixed(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.batch import Batch
-from distill.hf import layout_of, student_from_teacher
+from distill.core.batch import Batch
+from distill.models.hf import layout_of, student_from_teacher
 from distill.strategies import run_chain
 from distill.strategies.theseus import TheseusObjective
 from tests.hf_models import tiny_bert, tiny_inputs

@@ -10,8 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from distill.batch import Batch
-from distill.checkpoint import latest_checkpoint, load_module_weights
+from distill.core.batch import Batch
 from distill.data import random_shift
 from distill.models import MLP
 from distill.strategies.mutual import MutualObjective, mutual_losses
@@ -25,7 +24,8 @@ from distill.strategies.self_distill import (
     self_distillation_losses,
 )
 from distill.train import Trainer
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.settings import TrainSettings
 from tests.interrupt import killed_after_epoch
 
 # ---------------------------------------------------------------- the formulas, written out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from distill.config import load_recipe
-from distill.pipeline import run_recipe
+from distill.run.recipe import load_recipe
+from distill.run.runner import run_recipe
 from tests.interrupt import killed_after_epoch
 
 FAST = [

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from distill.batch import as_batch
+from distill.core.batch import as_batch
 from distill.data.text import (
     LengthGroupedSampler,
     TextClassificationDataset,
@@ -20,7 +20,7 @@ from distill.data.text import (
     make_collate,
     padding_fraction,
 )
-from distill.ner_metrics import entity_f1, extend_with_o, word_tags_from_logits
+from distill.tasks.ner_metrics import entity_f1, extend_with_o, word_tags_from_logits
 from tests.conftest import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

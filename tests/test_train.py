@@ -9,12 +9,12 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from distill.checkpoint import latest_checkpoint, load_module_weights
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.data import random_shift
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.models import MLP
 from distill.train import NonFiniteLossError, Trainer
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.settings import TrainSettings
 from tests.interrupt import killed_after_epoch
 
 

@@ -4,7 +4,7 @@ Texts are tokenised once, when a dataset is built, and kept unpadded as lists of
 padded only to its own longest example (``make_collate``), and ``LengthGroupedSampler`` puts
 examples of similar length together so that little of each batch is padding. Items and batches are
 dicts with ``input_ids``, ``attention_mask``, ``token_type_ids`` (when the tokenizer makes them)
-and ``labels``, which ``distill.batch.as_batch`` turns into a ``Batch`` for a Hugging Face model.
+and ``labels``, which ``distill.core.batch.as_batch`` turns into a ``Batch`` for a Hugging Face model.
 
 Only torch and a Hugging Face *fast* tokenizer are needed (tagging uses its ``word_ids``).
 """
@@ -151,7 +151,7 @@ class TokenTaggingDataset(_EncodedDataset):
     carry -100, so the loss and the metrics see one decision per word. Truncation keeps the labels
     of the pieces that remain; ``word_counts[i]`` is how many words kept their first piece and
     ``gold_tags[i]`` the full original tags, so scoring can be done on whole sentences (words lost
-    to truncation count as predicted ``O``; see ``distill.ner_metrics.extend_with_o``).
+    to truncation count as predicted ``O``; see ``distill.tasks.ner_metrics.extend_with_o``).
     """
 
     def __init__(

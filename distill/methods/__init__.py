@@ -3,7 +3,7 @@
 Importing this package registers them: ``crd``, ``ft``, ``srrl``, ``vid``.
 """
 
-from distill.methods.base import BuildContext, MethodLoss, StepContext
+from distill.core.method import BuildContext, MethodLoss, StepContext
 from distill.methods.crd import CRDLoss
 from distill.methods.ft import FactorTransferLoss
 from distill.methods.srrl import SRRLLoss

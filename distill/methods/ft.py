@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from distill.core.method import BuildContext, MethodLoss, Shape, StepContext
 from distill.losses.registry import register
-from distill.methods.base import BuildContext, MethodLoss, Shape, StepContext
 from distill.methods.layers import batch_norm, conv, conv_transpose, pool_to, spatial_dims
 
 

@@ -22,7 +22,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from distill.batch import Inputs, call_model, logits_of
+from distill.core.batch import Inputs, call_model, logits_of
 
 EnsembleSpace = Literal["probability", "logits"]
 

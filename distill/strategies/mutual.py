@@ -31,10 +31,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.batch import Batch, Inputs, call_model, logits_of
+from distill.core.batch import Batch, Inputs, call_model, logits_of
+from distill.core.matches import sequence_mask
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss, kd_loss
-from distill.matches import sequence_mask
-from distill.schedules import Schedule, ScheduleLike, as_schedule
 
 __all__ = ["MutualObjective", "PeerGroup", "check_peer_logits", "mutual_losses"]
 
@@ -54,7 +54,7 @@ class PeerGroup(nn.Module):
     """The trainable module of DML: the peers in one ``nn.ModuleList`` (``peers``).
 
     ``forward(inputs)`` calls every peer (a mapping of inputs as keyword arguments, see
-    :func:`~distill.batch.call_model`) and returns the list of their logits, each ``(B, C)`` or
+    :func:`~distill.core.batch.call_model`) and returns the list of their logits, each ``(B, C)`` or
     ``(B, L, C)``. Every peer runs inside this one forward, so DDP sees all parameters used.
     """
 
@@ -122,7 +122,7 @@ class MutualObjective:
 
     Args:
         peers: ``k ≥ 2`` distinct networks with the same number of classes; trained in place.
-        temperature: ``T`` of the mimicry KL (a number or a :class:`~distill.schedules.Schedule`); the
+        temperature: ``T`` of the mimicry KL (a number or a :class:`~distill.core.schedules.Schedule`); the
             paper uses 1.
         kl_weight: weight of each peer's mimicry term (number or schedule; the paper uses 1).
         eval_peer: the peer that :meth:`predict` evaluates and ``model.safetensors`` holds.

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.batch import Batch
+from distill.core.batch import Batch
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss, kd_loss, soft_ce_loss
 from distill.models.cnn1d import SmallCNN1d
-from distill.schedules import Schedule, ScheduleLike, as_schedule
 
 __all__ = [
     "ExitHead",

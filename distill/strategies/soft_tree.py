@@ -1,6 +1,6 @@
 """Train a soft decision tree on labels or distil a network into it (Frosst & Hinton 2017).
 
-The objective follows the Trainer's protocol (see :mod:`distill.distiller`). With ``T`` the targets
+The objective follows the Trainer's protocol (see :mod:`distill.core.distiller`). With ``T`` the targets
 (one-hot labels, or the frozen teacher's ``softmax(z_T / temperature)``), ``P^l`` the path
 probabilities and ``Q_l`` the leaf distributions of :class:`~distill.models.soft_tree.SoftDecisionTree`::
 
@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.batch import Batch, Inputs, logits_of
-from distill.distiller import freeze
+from distill.core.batch import Batch, Inputs, logits_of
+from distill.core.distiller import freeze
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss, soft_ce_loss
-from distill.schedules import Schedule, ScheduleLike, as_schedule
 
 if TYPE_CHECKING:  # models sit below strategies in the layering; the tree is only duck-typed here
     from distill.models.soft_tree import TreeOutput

@@ -3,7 +3,7 @@ Module Replacing").
 
 The predecessor's ``T`` layers are split into ``S`` consecutive groups of ``T / S`` layers; successor
 layer ``i`` stands in for group ``i``. While training, each group is independently replaced by its
-successor with probability ``p`` (a number, or a :class:`~distill.schedules.Schedule` over steps such as
+successor with probability ``p`` (a number, or a :class:`~distill.core.schedules.Schedule` over steps such as
 the paper's curriculum ``p = min(1, k·t + b)``: ``{kind: linear, start: b, end: 1}``), so successors learn
 to work inside the predecessor's context. Only the successor layers train; the predecessor (embeddings,
 layers, head) is frozen. In eval mode every group is replaced, so evaluation measures the successor alone.
@@ -19,11 +19,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from distill.batch import Batch, Inputs, call_model, logits_of
-from distill.hf.structure import layout_of
-from distill.hf.student import Strategy, student_from_teacher
+from distill.capture.hf_structure import layout_of
+from distill.core.batch import Batch, Inputs, call_model, logits_of
+from distill.core.schedules import ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss
-from distill.schedules import ScheduleLike, as_schedule
+from distill.models.hf.student import Strategy, student_from_teacher
 
 
 class ReplaceableGroup(nn.Module):
@@ -59,7 +59,7 @@ class TheseusObjective:
     """The replacement phase as a Trainer objective: task cross-entropy of the compound model.
 
     ``successor_init`` picks the predecessor layers the successors start from (a mapping strategy of
-    :func:`distill.hf.student.map_layers`, default ``skip``: the last layer of each group).
+    :func:`distill.models.hf.student.map_layers`, default ``skip``: the last layer of each group).
     """
 
     def __init__(

@@ -22,11 +22,11 @@ from accelerate.state import AcceleratorState, GradientState
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from distill.batch import Batch, Inputs, as_batch
-from distill.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
+from distill.core.batch import Batch, Inputs, as_batch
 from distill.models.mlp import apply_max_norm
-from distill.progress import TrainingProgress
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
+from distill.train.progress import TrainingProgress
+from distill.train.settings import TrainSettings
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -311,7 +311,7 @@ class Trainer:
         return record
 
     def _run_stages(self, resume: bool) -> None:
-        """Pre-training stages the objective declares (see ``distill.stages``), each a full run of its own."""
+        """Pre-training stages the objective declares (see ``distill.core.stages``), each a full run of its own."""
         stages = getattr(self.objective, "stages", None)
         for stage in stages() if stages else []:
             Trainer(

@@ -18,10 +18,10 @@ import torch
 from torch import Tensor, nn
 
 from distill import losses as loss_registry
-from distill.batch import Batch, Inputs, call_model, logits_of
-from distill.cache import TeacherCache
-from distill.hf.layers import check_layer_name, open_capture
-from distill.matches import (
+from distill.capture.hf_layers import check_layer_name, open_capture
+from distill.core.batch import Batch, Inputs, call_model, logits_of
+from distill.core.cache import TeacherCache
+from distill.core.matches import (
     BuiltMatch,
     FeatureMatch,
     build_matches,
@@ -30,9 +30,9 @@ from distill.matches import (
     parameter_names,
     sequence_mask,
 )
-from distill.methods.base import BuildContext, StepContext
-from distill.schedules import Schedule, ScheduleLike, as_schedule
-from distill.stages import PretrainObjective, Stage
+from distill.core.method import BuildContext, StepContext
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
+from distill.core.stages import PretrainObjective, Stage
 
 __all__ = ["Distiller", "FeatureMatch", "StudentWithConnectors", "SupervisedObjective", "freeze"]
 

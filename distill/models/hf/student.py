@@ -23,7 +23,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from distill.hf.structure import layout_of
+from distill.capture.hf_structure import layout_of
 
 STRATEGIES = ("skip", "uniform", "last")
 Strategy = Literal["skip", "uniform", "last"] | Sequence[int]

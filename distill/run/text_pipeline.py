@@ -19,20 +19,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from distill.cache import TeacherCache
-from distill.checkpoint import latest_checkpoint, load_module_weights
-from distill.config import Recipe
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
-from distill.hf.models import load_classifier, load_tokenizer, token_probe
-from distill.hf.structure import layout_of
-from distill.hf.student import layer_pairs, student_from_teacher
-from distill.hf.tasks import TextTask, load_text_task
-from distill.measure import cpu_latency_ms, file_size
+from distill.capture.hf_structure import layout_of
+from distill.core.cache import TeacherCache
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.schedules import as_schedule
 from distill.models import count_parameters
-from distill.pipeline import student_summaries, with_gain
-from distill.schedules import as_schedule
+from distill.models.hf.loading import load_classifier, load_tokenizer, token_probe
+from distill.models.hf.student import layer_pairs, student_from_teacher
+from distill.run.measure import cpu_latency_ms, file_size
+from distill.run.recipe import Recipe
+from distill.run.runner import student_summaries, with_gain
+from distill.tasks.text import TextTask, load_text_task
 from distill.train import Trainer, evaluate
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.settings import TrainSettings
 
 LATENCY_SHAPE = (32, 64)  # batch x length of the CPU latency probe
 SCORE_SPLIT = {"sst2": "dev", "conll2003": "test"}
@@ -96,7 +96,7 @@ def task_scores(model: nn.Module, task: TextTask) -> dict[str, float]:
     """The task's headline metric (fraction) on each evaluation split."""
     from torch.utils.data import DataLoader
 
-    from distill.batch import call_model, logits_of
+    from distill.core.batch import call_model, logits_of
 
     model.eval()
     result = {}

@@ -23,19 +23,19 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from distill.checkpoint import latest_checkpoint
-from distill.config import Recipe
+from distill.core.distiller import SupervisedObjective
 from distill.data import DataSplits
-from distill.distiller import SupervisedObjective
-from distill.measure import accuracy_on
 from distill.models import build_model
 from distill.models.soft_tree import SoftDecisionTree
+from distill.run.measure import accuracy_on
+from distill.run.recipe import Recipe
 from distill.strategies.chain import run_chain
 from distill.strategies.ensemble import EnsembleTeacher
 from distill.strategies.mutual import MutualObjective
 from distill.strategies.self_distill import SelfDistillationObjective, multi_exit_cnn1d, multi_exit_mlp
 from distill.strategies.soft_tree import SoftTreeObjective
 from distill.train import evaluate
+from distill.train.checkpoint import latest_checkpoint
 
 TrainFn = Callable[[Any, DataSplits, Path, int, str], dict]  # (objective, data, run_dir, seed, label)
 PEER_SEED_STRIDE = 1000  # peer i of seed s is initialised with seed s + 1000 i (peer 0 = the offline student)
@@ -118,7 +118,7 @@ def image_shape_2d(input_shape: tuple[int, ...]) -> tuple[int, int] | None:
 
 
 def draw_tree(tree: SoftDecisionTree, data: DataSplits, path: Path) -> None:
-    from distill.report_tree import plot_soft_tree
+    from distill.report.tree import plot_soft_tree
 
     sample = data.test.tensors[0][:512]
     plot_soft_tree(tree, image_shape_2d(data.input_shape), path, max_depth=min(tree.depth, 4), inputs=sample)

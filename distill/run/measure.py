@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from distill.batch import Inputs, as_batch, call_model, logits_of
+from distill.core.batch import Inputs, as_batch, call_model, logits_of
 from distill.train import evaluate
 
 

@@ -25,8 +25,8 @@ from distill.data.text import (
     load_sst2,
     make_collate,
 )
-from distill.hf.models import Task
-from distill.ner_metrics import entity_f1, word_tags_from_logits
+from distill.models.hf.loading import Task
+from distill.tasks.ner_metrics import entity_f1, word_tags_from_logits
 
 TASKS = {"sst2": "sequence", "conll2003": "token"}
 EVAL_SPLITS = {"sst2": ("dev",), "conll2003": ("dev", "test")}

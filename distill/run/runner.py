@@ -22,18 +22,16 @@ import torch
 import yaml
 from torch import nn
 
-from distill.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, load_module_weights
-from distill.config import TEXT_DATASETS, Recipe
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.method import BuildContext
+from distill.core.schedules import as_schedule
 from distill.data import DataSplits, load_dataset, random_shift
 from distill.data.indexed import WithIndex, train_labels
-from distill.distiller import Distiller, FeatureMatch, SupervisedObjective
-from distill.measure import accuracy_on, cpu_latency_ms, file_size, mean_std, sample_batch
-from distill.methods.base import BuildContext
 from distill.models import build_model, count_parameters
 from distill.models.soft_tree import SoftDecisionTree
-from distill.schedules import as_schedule
-from distill.strategies.ensemble import EnsembleTeacher
-from distill.strategy_pipeline import (
+from distill.run.measure import accuracy_on, cpu_latency_ms, file_size, mean_std, sample_batch
+from distill.run.recipe import TEXT_DATASETS, Recipe
+from distill.run.strategy_runs import (
     TrainFn,
     distil_through_chain,
     draw_tree,
@@ -44,8 +42,10 @@ from distill.strategy_pipeline import (
     transfer_splits,
     tree_objective,
 )
+from distill.strategies.ensemble import EnsembleTeacher
 from distill.train import Trainer
-from distill.train_settings import TrainSettings
+from distill.train.checkpoint import atomic_write_json, atomic_write_text, latest_checkpoint, load_module_weights
+from distill.train.settings import TrainSettings
 
 LATENCY_BATCH = 256
 
@@ -338,7 +338,7 @@ def run_recipe(
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     if recipe.data.dataset in TEXT_DATASETS:
-        from distill.hf.pipeline import run_text_recipe  # imports transformers only for text recipes
+        from distill.run.text_pipeline import run_text_recipe  # imports transformers only for text recipes
 
         results = run_text_recipe(recipe, raw, out, resume, data_dir, show_progress)
         atomic_write_json(out / "results.json", results)

@@ -17,12 +17,12 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from distill import losses as loss_registry
-from distill.connectors import CONNECTOR_KINDS
-from distill.matches import check_options
+from distill.core.connectors import CONNECTOR_KINDS
+from distill.core.matches import check_options
+from distill.core.schedules import Schedule
 from distill.models.build import ModelSpec
 from distill.names import unknown_name_message
-from distill.schedules import Schedule
-from distill.train_settings import StrictModel, TrainSettings
+from distill.train.settings import StrictModel, TrainSettings
 
 ScheduleOrNumber = float | Schedule
 LAYER_KINDS = ("hidden", "attention", "scores", "values")

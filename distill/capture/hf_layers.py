@@ -23,8 +23,8 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from distill.capture import Capture, resolve_module
-from distill.hf.structure import EncoderLayout, is_transformer, layout_of
+from distill.capture.hf_structure import EncoderLayout, is_transformer, layout_of
+from distill.capture.hooks import Capture, resolve_module
 
 _VIRTUAL = re.compile(r"^(hidden|attention|scores|values):(-?\d+)$")
 KINDS = ("hidden", "attention", "scores", "values")

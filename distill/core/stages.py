@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from distill.batch import Batch, Inputs
+from distill.core.batch import Batch, Inputs
 
 if TYPE_CHECKING:
-    from distill.distiller import Distiller
+    from distill.core.distiller import Distiller
 
 
 @dataclass

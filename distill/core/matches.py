@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from distill import losses as loss_registry
-from distill.connectors import build_connector
+from distill.core.connectors import build_connector
+from distill.core.method import BuildContext, MethodLoss, StepContext, is_method
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses.registry import LossInfo, Stage
-from distill.methods.base import BuildContext, MethodLoss, StepContext, is_method
-from distill.schedules import Schedule, ScheduleLike, as_schedule
 
 # Arguments the Distiller supplies itself; everything else a loss accepts is a recipe option.
 SUPPLIED_ARGUMENTS = {

@@ -1,0 +1,1 @@
+"""Run recipes: the recipe schema, the runner that executes one, its results and measurements."""

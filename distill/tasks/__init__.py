@@ -1,0 +1,1 @@
+"""Tasks: kinds of data (tensor datasets, text classification, token classification) behind one protocol."""
