@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from distill.run.recipe import load_recipe
+from distill.run.results import find_row
 from distill.run.runner import run_recipe
 from distill.train.checkpoint import atomic_write_json, library_versions
 
@@ -38,16 +39,16 @@ def main() -> None:
     results = run_recipe(recipe, raw, args.out, resume=args.resume, data_dir=args.data_dir)
     minutes = (time.perf_counter() - started) / 60
 
-    examples = results["test_examples"]
+    examples = results["evaluation_examples"]
     ours = {
-        "teacher": errors(results["teacher"]["test_accuracy"], examples),
+        "teacher": errors(results["teacher"]["score"], examples),
         "student alone": round(
-            sum(errors(s["test_accuracy"], examples) for s in results["students"]["baseline"]["seeds"])
-            / len(results["students"]["baseline"]["seeds"])
+            sum(errors(s["score"], examples) for s in find_row(results, "baseline")["seeds"])
+            / len(find_row(results, "baseline")["seeds"])
         ),
         "student distilled (T=20)": round(
-            sum(errors(s["test_accuracy"], examples) for s in results["students"]["distilled"]["seeds"])
-            / len(results["students"]["distilled"]["seeds"])
+            sum(errors(s["score"], examples) for s in find_row(results, "distilled")["seeds"])
+            / len(find_row(results, "distilled")["seeds"])
         ),
     }
     print(f"\nHinton et al. 2015, MNIST test errors (of {examples}); ours after {minutes:.1f} min\n")

@@ -5,7 +5,7 @@
 Per dataset it trains one teacher, then for every seed one initial student; every method (and the
 vanilla student, trained on labels alone) starts from that student and follows the same optimiser,
 schedule, epochs and data order. Each method uses the loss weight and settings of its reference
-implementation (``distill.report.catalog``), nothing tuned here; the one change is CRD's number of
+implementation (``SETTINGS`` below), nothing tuned here; the one change is CRD's number of
 negatives, 512 instead of 16384, which 2 CPU cores could not afford. Test accuracy is read at the final epoch.
 Prints a markdown table (mean ± std over seeds, gain over vanilla, train time per epoch relative to
 vanilla) and writes benchmarks/results/methods.json.
@@ -23,8 +23,9 @@ import copy
 import shutil
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 
@@ -33,8 +34,8 @@ from distill.core.method import BuildContext
 from distill.core.schedules import Schedule
 from distill.data import DataSplits, load_dataset
 from distill.data.indexed import WithIndex, train_labels
-from distill.models import ModelSpec, build_model
-from distill.report.catalog import METHODS, Method
+from distill.models import ModelContext, ModelSpec, build_model, model_spec
+from distill.report.catalog import Entry, catalog
 from distill.run.measure import accuracy_on, sample_batch
 from distill.train import Trainer
 from distill.train.checkpoint import atomic_write_json, library_versions
@@ -43,6 +44,71 @@ from distill.train.settings import TrainSettings
 ROOT = Path(__file__).resolve().parents[1]
 Layers = tuple[str | list[str], str | list[str]]  # (student, teacher)
 CRD_NEGATIVES = 512
+
+
+# Where a feature method reads: every block's output, one middle block, the last block's map,
+# the pre-activations of the blocks, or the penultimate embedding (the classifier's input).
+# Resolved to real module names per model pair by `Setup.roles`.
+Role = Literal["maps", "middle_map", "last_map", "preact", "embedding"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How this benchmark trains one method: benchmark choices, not library metadata, so they live here."""
+
+    weight: float = 1.0  # the reference implementation's loss weight
+    role: Role | None = None  # None: a response method on the logits
+    connector: bool = False  # a trainable connector maps student features to the teacher's shape
+    options: dict[str, Any] = field(default_factory=dict)
+    hard_weight: float = 1.0  # the cross-entropy weight the reference trains with
+    needs_maps: bool = False  # spatial feature maps only (no MLP vectors)
+
+
+# The methods benchmarked, in table order, keyed by registered loss name; titles, papers and knowledge
+# types come from the catalog (`distill.report.catalog`), which a test checks lists exactly these names.
+SETTINGS: dict[str, Settings] = {
+    "kd": Settings(0.9, hard_weight=0.1),
+    "dkd": Settings(1.0),
+    "dist": Settings(1.0),
+    "fitnet": Settings(100.0, "middle_map", connector=True),
+    "at": Settings(1000.0, "maps", needs_maps=True),
+    "sad": Settings(0.1, "maps", needs_maps=True),
+    "nst": Settings(50.0, "maps", needs_maps=True),
+    "ft": Settings(200.0, "last_map"),
+    "ab": Settings(1.0, "preact", connector=True, needs_maps=True),
+    "vid": Settings(1.0, "maps"),
+    "rkd_distance": Settings(25.0, "embedding"),
+    "rkd_angle": Settings(50.0, "embedding"),
+    "sp": Settings(3000.0, "last_map"),
+    "cc": Settings(0.02, "embedding", connector=True, options={"kernel": "bilinear"}),
+    "pkt": Settings(30000.0, "embedding"),
+    "fsp": Settings(1.0, "maps", connector=True, needs_maps=True),
+    "crd": Settings(0.8, "embedding"),
+    "srrl": Settings(1.0, "embedding"),
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One benchmarked method: its catalog entry (what it is) joined with its settings (how it is run)."""
+
+    entry: Entry
+    settings: Settings
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def knowledge(self) -> str:
+        return self.entry.knowledge or ""
+
+
+def benchmark_methods(only: str = "") -> list[Method]:
+    """The methods of ``SETTINGS`` (or the comma-separated ``only`` among them), in its order."""
+    entries = {entry.name: entry for entry in catalog()}
+    chosen = [name for name in SETTINGS if not only or name in only.split(",")]
+    return [Method(entries[name], SETTINGS[name]) for name in chosen]
 
 
 @dataclass
@@ -73,8 +139,8 @@ def setups(quick: bool) -> dict[str, Setup]:
     return {
         "mnist1d": Setup(
             "mnist1d",
-            ModelSpec(kind="cnn1d", channels=[32, 64, 128], convs_per_block=2),
-            ModelSpec(kind="cnn1d", channels=[16, 32, 64]),
+            model_spec("cnn1d", channels=[32, 64, 128], convs_per_block=2),
+            model_spec("cnn1d", channels=[16, 32, 64]),
             _settings(max(1, round(40 * scale)), 3e-3, 128),
             _settings(max(1, round(30 * scale)), 3e-3, 128),
             {
@@ -88,8 +154,8 @@ def setups(quick: bool) -> dict[str, Setup]:
         ),
         "digits": Setup(
             "digits",
-            ModelSpec(kind="mlp", hidden=[256, 256], dropout=0.2),
-            ModelSpec(kind="mlp", hidden=[32, 32]),
+            model_spec("mlp", hidden=[256, 256], dropout=0.2),
+            model_spec("mlp", hidden=[32, 32]),
             _settings(max(1, round(40 * scale)), 1e-3, 64),
             _settings(max(1, round(40 * scale)), 3e-3, 64),
             {
@@ -107,39 +173,40 @@ def _steps(data: DataSplits, settings: TrainSettings) -> int:
     return -(-len(data.train) // settings.batch_size) * settings.epochs
 
 
-def make_objective(entry: Method | None, setup: Setup, teacher, student, data: DataSplits):
+def make_objective(method: Method | None, setup: Setup, teacher, student, data: DataSplits):
     """The objective of one row: plain labels for vanilla, else the method with its reference settings."""
-    if entry is None:
+    if method is None:
         return SupervisedObjective(student)
+    name, settings = method.name, method.settings
     response, temperature, kd_weight, options = None, 4.0, 0.0, {}
     matches = []
-    if entry.role is None:  # a response method
-        response, kd_weight = entry.name, entry.weight
-        if entry.name == "dkd":  # linear warm-up of the DKD weight over the first 20 of 240 epochs
+    if settings.role is None:  # a response method
+        response, kd_weight = name, settings.weight
+        if name == "dkd":  # linear warm-up of the DKD weight over the first 20 of 240 epochs
             warmup = max(1, _steps(data, setup.student_train) * 20 // 240)
-            kd_weight = Schedule(kind="linear", start=0.0, end=entry.weight, steps=warmup)
-        if entry.name == "dist":
+            kd_weight = Schedule(kind="linear", start=0.0, end=settings.weight, steps=warmup)
+        if name == "dist":
             temperature = 1.0
     else:
-        student_layers, teacher_layers = setup.roles[entry.role]
-        weight = entry.weight
-        if entry.name == "ab":  # RepDistiller weighs layer i of n by 2^(i-n+1), then by 3 (its init stage)
+        student_layers, teacher_layers = setup.roles[settings.role]
+        weight = settings.weight
+        if name == "ab":  # RepDistiller weighs layer i of n by 2^(i-n+1), then by 3 (its init stage)
             weight = [3 * 2.0 ** (i - len(student_layers) + 1) for i in range(len(student_layers))]
         pretrain = max(1, round(setup.student_train.epochs * 30 / 240))  # RepDistiller: 30 init epochs of 240
-        extra = {"teacher_head": "head"} if entry.name == "srrl" else {}
-        if entry.name == "crd":  # 16384 negatives (RepDistiller) cost minutes per epoch on 2 CPU cores
+        extra = {"teacher_head": "head"} if name == "srrl" else {}
+        if name == "crd":  # 16384 negatives (RepDistiller) cost minutes per epoch on 2 CPU cores
             extra = {"nce_k": CRD_NEGATIVES}
-        on_maps = setup.has_maps and entry.role != "embedding"
-        connector = ("conv1x1" if on_maps else "linear") if entry.connector else None
+        on_maps = setup.has_maps and settings.role != "embedding"
+        connector = ("conv1x1" if on_maps else "linear") if settings.connector else None
         matches.append(
             FeatureMatch(
                 student_layers,
                 teacher_layers,
-                entry.name,
+                name,
                 weight,
                 connector,
-                options={**entry.options, **extra},
-                pretrain_epochs=pretrain if entry.name in ("ab", "fsp", "ft") else None,
+                options={**settings.options, **extra},
+                pretrain_epochs=pretrain if name in ("ab", "fsp", "ft") else None,
             )
         )
     context = BuildContext(num_examples=len(data.train), num_classes=data.num_classes, train_labels=train_labels(data))
@@ -149,7 +216,7 @@ def make_objective(entry: Method | None, setup: Setup, teacher, student, data: D
         response,
         temperature,
         kd_weight,
-        entry.hard_weight,
+        settings.hard_weight,
         matches,
         sample_inputs=sample_batch(data.train, 8),
         response_options=options,
@@ -169,7 +236,7 @@ def train_row(objective, data: DataSplits, settings: TrainSettings, run_dir: Pat
 def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) -> dict:
     data = load_dataset(setup.dataset)
     torch.manual_seed(0)
-    teacher = build_model(setup.teacher, data.input_shape, data.num_classes)
+    teacher = build_model(setup.teacher, ModelContext(data.num_classes, data.input_shape))
     Trainer(
         SupervisedObjective(teacher),
         data.train,
@@ -181,10 +248,10 @@ def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) 
     ).fit()
     teacher.eval()
     rows: dict[str, dict] = {}
-    chosen = [None, *[m for m in methods if setup.has_maps or not m.needs_maps]]
+    chosen = [None, *[m for m in methods if setup.has_maps or not m.settings.needs_maps]]
     for seed in seeds:
         torch.manual_seed(seed)
-        initial = build_model(setup.student, data.input_shape, data.num_classes)
+        initial = build_model(setup.student, ModelContext(data.num_classes, data.input_shape))
         for entry in chosen:
             name = "vanilla" if entry is None else entry.name
             student = copy.deepcopy(initial)
@@ -249,7 +316,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "runs" / "bench-methods"))
     args = parser.parse_args()
     torch.set_num_threads(2)
-    methods = [m for m in METHODS if not args.only or m.name in args.only.split(",")]
+    methods = benchmark_methods(args.only)
     started = time.perf_counter()
     results = {}
     for name in args.datasets.split(","):

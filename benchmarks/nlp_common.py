@@ -22,7 +22,6 @@ from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.models.hf import layer_pairs, layout_of, student_from_teacher
 from distill.models.hf.loading import token_probe
 from distill.run.measure import cpu_latency_ms
-from distill.run.text_pipeline import task_scores
 from distill.tasks.text import TextTask
 from distill.train import Trainer
 from distill.train.settings import LRScheduleSettings, OptimizerSettings, TrainSettings
@@ -51,7 +50,7 @@ def latency_ms(model: nn.Module, batch: int = 32, length: int = 64, repeats: int
 
 def scores(model: nn.Module, task: TextTask) -> dict[str, float]:
     """The task's headline metric on every evaluation split, as percentages."""
-    return {split: 100 * value for split, value in task_scores(model, task).items()}
+    return {split: 100 * value for split, value in task.scores(model).items()}
 
 
 def fit(

@@ -45,7 +45,7 @@ QUICK = ["seeds=[0]", "teacher.train.epochs=1", "student.train.epochs=1", "data.
 LABELS = {
     "baseline": "student on hard labels",
     "distilled": "student distilled",
-    "distilled single": "student distilled from one teacher",
+    "distilled_single": "student distilled from one teacher",
 }
 
 
@@ -62,15 +62,16 @@ def _rows(key: str, title: str, results: dict) -> list[list[str]]:
     if teacher is not None and key != "direct":  # the chain experiment already shows this teacher
         members = teacher.get("members", [])
         if members:
-            accuracies = [m["test_accuracy"] for m in members]
+            accuracies = [m["score"]["mean"] for m in members]
             rows.append([title, "one teacher (each of the members)", _pct(accuracies), str(len(accuracies))])
         name = f"teacher: ensemble of {len(members)}" if members else "teacher"
-        rows.append([title, name, _pct([teacher["test_accuracy"]]), "1"])
-    for kind, summary in results["students"].items():
+        rows.append([title, name, _pct([teacher["score"]]), "1"])
+    for summary in results["rows"]:
+        kind = summary["role"]
         if key == "direct" and kind != "distilled":
             continue  # the chain experiment already has the baseline
-        accuracies = [entry["test_accuracy"] for entry in summary["seeds"]]
-        label = "student distilled directly" if key == "direct" else LABELS.get(kind, kind)
+        accuracies = [entry["score"] for entry in summary["seeds"]]
+        label = "student distilled directly" if key == "direct" else LABELS.get(kind, summary["label"])
         if key == "chain" and kind == "distilled":
             label = "student distilled through the assistant"
         rows.append([title, label, _pct(accuracies), str(len(accuracies))])

@@ -13,12 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.capture import Capture, module_names
+from distill.core.batch import call_model
 from distill.losses.registry import UnknownLossError
 from distill.models import build_model, count_parameters
 from distill.report import print_table
-from distill.run.measure import accuracy_on, sample_batch
 from distill.run.recipe import Recipe, RecipeError, load_recipe
-from distill.run.runner import build_teacher, load_data, run_recipe
+from distill.run.runner import build_teacher, load_data, make_context, run_recipe
 from distill.train import NonFiniteLossError
 from distill.train.checkpoint import latest_checkpoint, load_module_weights
 
@@ -120,11 +120,13 @@ def train_teacher(
 ) -> None:
     """Train only the recipe's teacher (reuse it later with teacher.checkpoint=<out>/teacher/checkpoints/...)."""
     spec, raw, out = _load_for_run(recipe, overrides, out, resume)
-    data = load_data(spec, data_dir)
-    teacher, weights = build_teacher(spec, data, out, raw, resume, show_progress=not quiet)
+    context = make_context(spec, raw, out, resume, data_dir, show_progress=not quiet)
+    teacher = build_teacher(context)
+    label = context.task.describe()["metric_label"]
+    weights = ", ".join(str(path) for path in teacher.weights)
     console.print(
-        f"teacher test accuracy {100 * accuracy_on(teacher, data.test):.2f}% "
-        f"({count_parameters(teacher):,} parameters); weights: {weights}"
+        f"teacher {label} {100 * context.task.score(teacher.model):.2f}% "
+        f"({count_parameters(teacher.model):,} parameters); weights: {weights}"
     )
 
 
@@ -163,22 +165,24 @@ def evaluate_checkpoint(
     else:
         spec, _ = load_recipe(recipe_source)
     role = role or ("teacher" if "teacher" in checkpoint.parts else "student")
-    data = load_data(spec, data_dir)
-    model = _model_for(spec, role, data)
+    task = load_data(spec, data_dir)
+    model = _model_for(spec, role, task)
     load_module_weights(model, weights)
-    dataset = {"test": data.test, "val": data.val, "train": data.train}.get(split)
-    if dataset is None:
-        raise ValueError(f"split {split!r} is not available; choose test, train, or val (needs data.val_size > 0)")
-    console.print(
-        f"{role} {weights}: {split} accuracy {100 * accuracy_on(model, dataset):.2f}% on {len(dataset)} examples"
-    )
+    if split != "test":
+        raise ValueError(f"split {split!r}: distill eval scores the task's scored split; pass --split test")
+    label = task.describe()["metric_label"]
+    console.print(f"{role} {weights}: {label} {100 * task.score(model):.2f}%")
 
 
-def _model_for(spec, role: str, data) -> torch.nn.Module:
+def _model_for(spec, role: str, task) -> torch.nn.Module:
+    """An untrained model of the recipe's teacher or student (a student shrunk from an untrained teacher)."""
     if role not in ("teacher", "student"):
         raise ValueError(f"role must be 'teacher' or 'student', got {role!r}")
-    model_spec = spec.teacher.model if role == "teacher" else spec.student.model
-    return build_model(model_spec, data.input_shape, data.num_classes)
+
+    teacher = build_model(spec.teacher.model, task.model_context(spec.teacher.seed))
+    if role == "teacher":
+        return teacher
+    return build_model(spec.student.model, task.model_context(0, source=teacher))
 
 
 @app.command()
@@ -190,11 +194,11 @@ def inspect(
 ) -> None:
     """List a model's named modules with their output shapes on a real sample (names for feature matches)."""
     spec, _ = load_recipe(recipe)
-    data = load_data(spec, data_dir)
-    model = _model_for(spec, role, data).eval()
+    task = load_data(spec, data_dir)
+    model = _model_for(spec, role, task).eval()
     names = module_names(model)
     with torch.no_grad(), Capture(model, names, detach=True) as captured:
-        model(sample_batch(data.train, 2))
+        call_model(model, task.sample_inputs(2))
     table = Table(title=f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)")
     for column in ("module name", "type", "output shape", "parameters"):
         table.add_column(column)

@@ -9,6 +9,7 @@ import yaml
 from typer.testing import CliRunner
 
 from distill.cli import app
+from distill.run.results import find_row
 
 TINY_RECIPE = {
     "name": "tiny",
@@ -52,13 +53,13 @@ def finished_run(tmp_path_factory):
 def test_run_writes_the_whole_run_folder(finished_run):
     _, out, output = finished_run
     results = json.loads((out / "results.json").read_text())
-    assert set(results["students"]) == {"baseline", "distilled"}
-    for kind in ("baseline", "distilled"):
-        summary = results["students"][kind]
+    assert results["format_version"] == 2
+    assert [row["role"] for row in results["rows"]] == ["baseline", "distilled"]
+    for summary in results["rows"]:
         assert [entry["seed"] for entry in summary["seeds"]] == [0, 1]
-        assert 0.3 < summary["test_accuracy"]["mean"] <= 1.0 and summary["test_accuracy"]["std"] >= 0
-    assert results["teacher"]["parameters"] > results["student"]["parameters"]
-    assert results["student"]["speedup"] > 0 and results["teacher"]["size_bytes"] > results["student"]["size_bytes"]
+        assert 0.3 < summary["score"]["mean"] <= 1.0 and summary["score"]["std"] >= 0
+        assert results["teacher"]["parameters"] > summary["parameters"]
+        assert summary["speedup"] > 0 and results["teacher"]["size_bytes"] > summary["size_bytes"]
     for path in (
         "report.md",
         "curves.png",
@@ -86,7 +87,8 @@ def test_existing_run_folder_is_never_overwritten_and_resume_reuses_it(finished_
     )
     assert resumed.exit_code == 0, resumed.output
     again = json.loads((out / "results.json").read_text())
-    assert again["students"] == json.loads(before)["students"]  # finished stages are reused, not retrained
+    scores = [[entry for entry in row["seeds"]] for row in again["rows"]]
+    assert scores == [row["seeds"] for row in json.loads(before)["rows"]]  # finished stages are reused
 
 
 def test_eval_reads_the_recipe_from_the_checkpoint(finished_run):
@@ -94,10 +96,10 @@ def test_eval_reads_the_recipe_from_the_checkpoint(finished_run):
     results = json.loads((out / "results.json").read_text())
     result = CliRunner().invoke(app, ["eval", str(out / "seed-1" / "distilled")])
     assert result.exit_code == 0, result.output
-    expected = 100 * results["students"]["distilled"]["seeds"][1]["test_accuracy"]
+    expected = 100 * find_row(results, "distilled")["seeds"][1]["score"]
     assert f"test accuracy {expected:.2f}%" in result.output
     teacher = CliRunner().invoke(app, ["eval", str(out / "teacher")])
-    assert f"{100 * results['teacher']['test_accuracy']:.2f}%" in teacher.output
+    assert f"{100 * results['teacher']['score']:.2f}%" in teacher.output
 
 
 def test_inspect_lists_module_names_and_shapes(finished_run):

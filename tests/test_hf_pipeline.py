@@ -9,6 +9,7 @@ import transformers
 
 from distill.models.hf.loading import packaged_minilm_path
 from distill.run.recipe import RecipeError, load_recipe, validate_recipe
+from distill.run.results import find_row
 from distill.run.runner import run_recipe
 from tests.hf_models import tiny_config
 
@@ -53,11 +54,13 @@ def _recipe(folder: str, dataset: str, **student) -> dict:
 def test_sst2_recipe_with_an_assistant_chain(tiny_folder, tmp_path):
     raw = _recipe(tiny_folder, "sst2", chain=[2])
     results = run_recipe(validate_recipe(raw), raw, tmp_path, show_progress=False)
-    assert (tmp_path / "seed-0" / "assistant-2" / "metrics.jsonl").is_file()
+    assert (tmp_path / "seed-0" / "assistant-0" / "metrics.jsonl").is_file()
     assert (tmp_path / "seed-0" / "distilled" / "metrics.jsonl").is_file()
     assert results["metric_label"] == "accuracy (dev)"
-    assert 0.3 < results["students"]["distilled"]["test_accuracy"]["mean"] < 0.8  # 872 real dev sentences
-    assert results["student"]["speedup"] > 1.0  # 1 of 4 layers
+    distilled = find_row(results, "distilled")
+    assert 0.3 < distilled["score"]["mean"] < 0.8  # 872 real dev sentences
+    assert distilled["speedup"] > 1.0  # 1 of 4 layers
+    assert find_row(results, "assistant", 0)["parameters"] > distilled["parameters"]
     assert json.loads((tmp_path / "results.json").read_text())["dataset"] == "sst2"
     assert "accuracy (dev)" in (tmp_path / "report.md").read_text()
 
@@ -67,7 +70,7 @@ def test_conll_recipe_reports_entity_f1(tiny_folder, tmp_path):
     raw["student"]["baseline"] = False
     results = run_recipe(validate_recipe(raw), raw, tmp_path, show_progress=False)
     assert results["metric_label"] == "entity F1 (test)"
-    assert 0.0 <= results["students"]["distilled"]["test_accuracy"]["mean"] <= 1.0
+    assert 0.0 <= find_row(results, "distilled")["score"]["mean"] <= 1.0
     record = json.loads((tmp_path / "seed-0" / "distilled" / "metrics.jsonl").read_text().splitlines()[-1])
     assert "eval_f1" in record and "eval_precision" in record
 
@@ -75,7 +78,7 @@ def test_conll_recipe_reports_entity_f1(tiny_folder, tmp_path):
 def test_text_recipe_errors_name_the_key():
     raw = _recipe("minilm", "sst2")
     raw["student"]["model"] = {"kind": "mlp"}
-    with pytest.raises(RecipeError, match=r"student\.model\.kind is 'mlp' but dataset 'sst2' needs hf"):
+    with pytest.raises(RecipeError, match=r"student\.model\.kind is 'mlp', which reads tensor, but dataset 'sst2'"):
         validate_recipe(raw)
     raw = _recipe("minilm", "sst2", chain=[1])
     with pytest.raises(RecipeError, match="must shrink step by step"):

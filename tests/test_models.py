@@ -7,7 +7,7 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from distill.models import ModelSpec, SmallCNN, SmallCNN1d, build_model
+from distill.models import MLPSpec, ModelContext, ModelSpec, SmallCNN, SmallCNN1d, build_model, model_spec
 
 
 @pytest.mark.parametrize("batch_shape", [(5, 1, 40), (5, 40)])
@@ -57,14 +57,14 @@ def test_cnn1d_rejects_image_shapes() -> None:
 
 
 def test_build_model_cnn1d() -> None:
-    spec = ModelSpec(kind="cnn1d", channels=[8, 16], convs_per_block=2)
-    model = build_model(spec, (1, 40), 10)
+    spec = model_spec("cnn1d", channels=[8, 16], convs_per_block=2)
+    model = build_model(spec, ModelContext(10, input_shape=(1, 40)))
     assert isinstance(model, SmallCNN1d)
     assert hasattr(model.block1, "conv2") and model(torch.randn(3, 1, 40)).shape == (3, 10)
 
 
 def test_small_cnn_exposes_flatten_before_head() -> None:
-    model = build_model(ModelSpec(kind="cnn", channels=[4, 8]), (1, 8, 8), 10)
+    model = build_model(model_spec("cnn", channels=[4, 8]), ModelContext(10, input_shape=(1, 8, 8)))
     assert isinstance(model, SmallCNN)
     names = [name for name, _ in model.named_children()]
     assert names[-2:] == ["flatten", "head"]
@@ -72,14 +72,14 @@ def test_small_cnn_exposes_flatten_before_head() -> None:
 
 def test_model_spec_rejects_unknown_keys_and_kinds() -> None:
     with pytest.raises(ValidationError, match="chanels"):
-        ModelSpec(kind="cnn1d", chanels=[8])
+        ModelSpec.model_validate({"kind": "cnn1d", "chanels": [8]})
+    with pytest.raises(ValidationError, match=r"unknown model kind 'cnn3d'.*did you mean 'cnn1d'"):
+        ModelSpec.model_validate({"kind": "cnn3d"})
     with pytest.raises(ValidationError):
-        ModelSpec(kind="cnn3d")
-    with pytest.raises(ValidationError):
-        ModelSpec(kind="cnn1d", convs_per_block=0)
+        model_spec("cnn1d", convs_per_block=0)
 
 
-def test_convs_per_block_only_for_cnn1d() -> None:
-    with pytest.raises(ValidationError, match="only applies to kind 'cnn1d'"):
-        ModelSpec(kind="cnn", convs_per_block=2)
-    assert ModelSpec().convs_per_block == 1
+def test_a_field_of_another_kind_is_an_unknown_key() -> None:
+    with pytest.raises(ValidationError, match="convs_per_block"):
+        model_spec("cnn", convs_per_block=2)
+    assert model_spec("cnn1d").convs_per_block == 1 and isinstance(ModelSpec.model_validate({}), MLPSpec)

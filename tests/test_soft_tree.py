@@ -11,8 +11,8 @@ from torch import nn
 
 from distill.core.batch import Batch
 from distill.models.soft_tree import SoftDecisionTree
+from distill.models.soft_tree_objective import SoftTreeObjective
 from distill.report.tree import plot_soft_tree
-from distill.strategies.soft_tree import SoftTreeObjective
 
 # A depth-2 tree on 2 features, 3 classes: inner nodes 0 (root), 1 (left child), 2 (right child).
 WEIGHT = [[1.0, -1.0], [2.0, 0.0], [0.0, 1.0]]

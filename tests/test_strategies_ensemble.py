@@ -11,8 +11,9 @@ from torch.utils.data import TensorDataset
 
 from distill.data import DataSplits
 from distill.run.recipe import RecipeError, validate_recipe
-from distill.run.strategy_runs import transfer_splits, without_labels
 from distill.strategies.ensemble import EnsembleTeacher
+from distill.strategies.transfer import transfer_tasks
+from distill.tasks.tensor import TensorTask
 
 
 class Fixed(nn.Module):
@@ -71,7 +72,8 @@ def _data(count: int = 10) -> DataSplits:
 
 def test_unseen_transfer_split_is_disjoint_and_hides_labels():
     recipe = validate_recipe({"transfer": {"labels": False, "split": "unseen", "teacher_share": 0.3}})
-    teacher, distil, student = transfer_splits(recipe, _data())
+    tasks = transfer_tasks(TensorTask(_data()), recipe.transfer, recipe.data.split_seed)
+    teacher, distil, student = tasks.teacher, tasks.distil, tasks.student
     seen = set(teacher.train.tensors[0].flatten().tolist())
     unseen = set(distil.train.tensors[0].flatten().tolist())
     assert len(seen) == 3 and len(unseen) == 7 and not seen & unseen
@@ -82,10 +84,10 @@ def test_unseen_transfer_split_is_disjoint_and_hides_labels():
 
 def test_shared_transfer_set_without_labels_keeps_the_inputs():
     recipe = validate_recipe({"transfer": {"labels": False}})
-    teacher, distil, _ = transfer_splits(recipe, _data())
-    assert teacher.train is _data().train or len(teacher.train) == 10
-    assert torch.equal(distil.train.tensors[0], _data().train.tensors[0])
-    assert (without_labels(_data().train).tensors[1] == -100).all()
+    tasks = transfer_tasks(TensorTask(_data()), recipe.transfer, recipe.data.split_seed)
+    assert len(tasks.teacher.train) == 10 and tasks.student.train.tensors[1].ge(0).all()
+    assert torch.equal(tasks.distil.train.tensors[0], _data().train.tensors[0])
+    assert (tasks.distil.train.tensors[1] == -100).all()
 
 
 @pytest.mark.parametrize(

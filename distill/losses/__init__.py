@@ -1,22 +1,23 @@
 """Distillation losses, each a plain function registered under a short name (``get("kd")``).
 
-Importing this package imports every loss module, which is what registers the names.
+Importing this package imports every loss module, which is what registers their names. The methods
+with trainable parts (CRD, FT, SRRL, VID) live in ``distill.methods``, a layer above; the registry
+imports them by module name on the first lookup (``get``, ``names``, ``info``), so this package
+imports nothing above it and ``get("crd")`` still works.
 """
 
 from __future__ import annotations
 
-# Methods with trainable parts (CRD, FT, SRRL, VID) register themselves on import. Imported last:
-# they need the registry above, and a recipe must find them by name like any function.
-import distill.methods  # noqa: F401
 from distill.losses import transformer  # noqa: F401  (registers attention_ce, attention_mse_tinybert, pkd, ...)
 from distill.losses.attention import attention_kl_loss, attention_mse_loss
 from distill.losses.feature import cosine_loss, hidden_mse_loss, hint_loss
 from distill.losses.feature_maps import ab_loss, at_loss, fsp_loss, nst_loss, sad_loss
-from distill.losses.registry import LossInfo, UnknownLossError, get, info, names, register
+from distill.losses.registry import Knowledge, LossInfo, UnknownLossError, get, info, names, register, unregister
 from distill.losses.relation import cc_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
 from distill.losses.response import dist_loss, dkd_loss, hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
 
 __all__ = [
+    "Knowledge",
     "LossInfo",
     "UnknownLossError",
     "ab_loss",
@@ -44,4 +45,5 @@ __all__ = [
     "sad_loss",
     "soft_ce_loss",
     "sp_loss",
+    "unregister",
 ]

@@ -80,7 +80,15 @@ def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) ->
     return mean_or_zero(1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8), s)
 
 
-@register("fitnet")
+@register(
+    "fitnet",
+    title="FitNets hint",
+    paper="Romero et al. ICLR 2015",
+    knowledge="feature",
+    inputs="one feature map + connector",
+    recipe="matches: [{student: block2, teacher: block2, loss: fitnet, connector: conv1x1, weight: 100}]",
+    order=1,
+)
 @register("hint")
 def hint_loss(
     student: Tensor,

@@ -83,7 +83,15 @@ def _attention(features: Tensor, p: float) -> Tensor:
     return F.normalize(features.abs().pow(p).mean(dim=1).flatten(1), dim=1)
 
 
-@register("at")
+@register(
+    "at",
+    title="Attention Transfer",
+    paper="Zagoruyko & Komodakis ICLR 2017",
+    knowledge="feature",
+    inputs="feature maps",
+    recipe="matches: [{student: [block1, block2], teacher: [block1, block2], loss: at, weight: 1000}]",
+    order=2,
+)
 def at_loss(student: Tensor, teacher: Tensor, p: float = 2.0, mask: Tensor | None = None) -> Tensor:
     """Attention Transfer (Zagoruyko & Komodakis, ICLR 2017, "Paying More Attention to Attention").
 
@@ -121,7 +129,15 @@ def sad_map(features: Tensor, variant: str = "sum_p", p: float = 2.0) -> Tensor:
     return powered.sum(dim=1) if variant == "sum_p" else powered.amax(dim=1)
 
 
-@register("sad")
+@register(
+    "sad",
+    title="Self-Attention Distillation maps",
+    paper="Hou et al. ICCV 2019",
+    knowledge="feature",
+    inputs="feature maps",
+    recipe="matches: [{student: block3, teacher: block3, loss: sad, weight: 0.1, options: {variant: sum_p}}]",
+    order=3,
+)
 def sad_loss(
     student: Tensor, teacher: Tensor, variant: str = "sum_p", p: float = 2.0, mask: Tensor | None = None
 ) -> Tensor:
@@ -156,7 +172,15 @@ def sad_loss(
     return (psi_s - psi_t).pow(2).mean()
 
 
-@register("nst")
+@register(
+    "nst",
+    title="Neuron Selectivity Transfer",
+    paper="Huang & Wang 2017",
+    knowledge="feature",
+    inputs="feature maps",
+    recipe="matches: [{student: block3, teacher: block3, loss: nst, weight: 50}]",
+    order=4,
+)
 def nst_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
     """Neuron Selectivity Transfer (Huang & Wang 2017, "Like What You Like"), polynomial-kernel MMD².
 
@@ -195,7 +219,21 @@ def _fsp_matrices(layers: Sequence[Tensor], role: str) -> list[Tensor]:
     return matrices
 
 
-@register("fsp", layer_lists=True, stage="pretrain", pretrain_epochs=5)
+@register(
+    "fsp",
+    layer_lists=True,
+    stage="pretrain",
+    pretrain_epochs=5,
+    title="Flow of Solution Procedure",
+    paper="Yim et al. CVPR 2017",
+    knowledge="relation",
+    inputs="consecutive feature maps + connectors (stage)",
+    recipe=(
+        "matches: [{student: [block1, block2, block3], teacher: [block1, block2, block3], "
+        "loss: fsp, connector: conv1x1}]"
+    ),
+    order=6,
+)
 def fsp_loss(student_layers: Sequence[Tensor], teacher_layers: Sequence[Tensor], mask: Tensor | None = None) -> Tensor:
     """Flow of Solution Procedure (Yim et al., CVPR 2017, "A Gift from Knowledge Distillation").
 
@@ -237,7 +275,17 @@ def fsp_loss(student_layers: Sequence[Tensor], teacher_layers: Sequence[Tensor],
     return torch.stack([(g_s - g_t).pow(2).mean() for g_s, g_t in pairs]).sum()
 
 
-@register("ab", stage="pretrain", pretrain_epochs=5)
+@register(
+    "ab",
+    stage="pretrain",
+    pretrain_epochs=5,
+    title="Activation Boundaries",
+    paper="Heo et al. AAAI 2019",
+    knowledge="feature",
+    inputs="pre-ReLU maps + connector (stage)",
+    recipe="matches: [{student: block3.bn, teacher: block3.bn, loss: ab, connector: conv1x1}]",
+    order=6,
+)
 def ab_loss(student: Tensor, teacher: Tensor, margin: float = 1.0, mask: Tensor | None = None) -> Tensor:
     """Activation Boundaries (Heo et al., AAAI 2019, "Knowledge Transfer via Distillation of AB").
 

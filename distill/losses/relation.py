@@ -64,7 +64,15 @@ def _pairwise_distances(x: Tensor) -> Tensor:
     return (squared[:, None] + squared[None, :] - 2.0 * x @ x.T).clamp(min=1e-12).sqrt()
 
 
-@register("rkd_distance")
+@register(
+    "rkd_distance",
+    title="RKD distance",
+    paper="Park et al. CVPR 2019",
+    knowledge="relation",
+    inputs="penultimate embedding",
+    recipe="matches: [{student: flatten, teacher: flatten, loss: rkd_distance, weight: 25}]",
+    order=1,
+)
 def rkd_distance_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
     """RKD distance loss (Park et al., CVPR 2019, "Relational Knowledge Distillation").
 
@@ -94,7 +102,15 @@ def _angles(x: Tensor) -> Tensor:
     return unit @ unit.transpose(1, 2)
 
 
-@register("rkd_angle")
+@register(
+    "rkd_angle",
+    title="RKD angle",
+    paper="Park et al. CVPR 2019",
+    knowledge="relation",
+    inputs="penultimate embedding",
+    recipe="matches: [{student: flatten, teacher: flatten, loss: rkd_angle, weight: 50}]",
+    order=2,
+)
 def rkd_angle_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
     """RKD angle loss (Park et al., CVPR 2019, "Relational Knowledge Distillation").
 
@@ -118,7 +134,15 @@ def rkd_angle_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None)
     return F.smooth_l1_loss(difference, torch.zeros_like(difference), reduction="sum", beta=1.0) / n**3
 
 
-@register("sp")
+@register(
+    "sp",
+    title="Similarity-Preserving",
+    paper="Tung & Mori ICCV 2019",
+    knowledge="relation",
+    inputs="last feature map",
+    recipe="matches: [{student: block3, teacher: block3, loss: sp, weight: 3000}]",
+    order=3,
+)
 def sp_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None) -> Tensor:
     """Similarity-preserving loss (Tung & Mori, ICCV 2019, "Similarity-Preserving Knowledge Distillation").
 
@@ -147,7 +171,18 @@ def _taylor_rbf(x: Tensor, gamma: float, order: int) -> Tensor:
     return kernel
 
 
-@register("cc")
+@register(
+    "cc",
+    title="Correlation Congruence",
+    paper="Peng et al. ICCV 2019",
+    knowledge="relation",
+    inputs="penultimate embedding",
+    recipe=(
+        "matches: [{student: flatten, teacher: flatten, loss: cc, weight: 0.02, "
+        "connector: linear, options: {kernel: bilinear}}]"
+    ),
+    order=4,
+)
 def cc_loss(
     student: Tensor,
     teacher: Tensor,
@@ -203,7 +238,15 @@ def _conditional_probabilities(x: Tensor, eps: float) -> Tensor:
     return similarity / similarity.sum(dim=1, keepdim=True)
 
 
-@register("pkt")
+@register(
+    "pkt",
+    title="Probabilistic Knowledge Transfer",
+    paper="Passalis & Tefas ECCV 2018",
+    knowledge="relation",
+    inputs="penultimate embedding",
+    recipe="matches: [{student: flatten, teacher: flatten, loss: pkt, weight: 30000}]",
+    order=5,
+)
 def pkt_loss(student: Tensor, teacher: Tensor, mask: Tensor | None = None, eps: float = 1e-7) -> Tensor:
     """Probabilistic knowledge transfer (Passalis & Tefas, ECCV 2018, "Learning Deep Representations with
     Probabilistic Knowledge Transfer").

@@ -65,7 +65,15 @@ def _where_mass(p: Tensor, values: Tensor) -> Tensor:
     return torch.where(p > 0, p * values, torch.zeros((), dtype=p.dtype, device=p.device)).sum(-1)
 
 
-@register("kd")
+@register(
+    "kd",
+    title="Hinton KD",
+    paper="Hinton et al. 2015",
+    knowledge="response",
+    inputs="logits",
+    recipe="response_loss: kd, temperature: 4, kd_weight: 0.9, hard_weight: 0.1",
+    order=1,
+)
 def kd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -246,7 +254,15 @@ def _target_split(scaled: Tensor, is_target: Tensor) -> tuple[Tensor, Tensor]:
     return log_binary, others
 
 
-@register("dkd")
+@register(
+    "dkd",
+    title="Decoupled KD",
+    paper="Zhao et al. CVPR 2022",
+    knowledge="response",
+    inputs="logits + labels",
+    recipe="response_loss: dkd, response_options: {alpha: 1, beta: 8}, temperature: 4",
+    order=2,
+)
 def dkd_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,
@@ -326,7 +342,15 @@ def _pearson(a: Tensor, b: Tensor, eps: float = 1e-8) -> Tensor:
     return (a * b).sum(dim=-1) / (a.norm(dim=-1) * b.norm(dim=-1) + eps)
 
 
-@register("dist")
+@register(
+    "dist",
+    title="DIST",
+    paper="Huang et al. NeurIPS 2022",
+    knowledge="response",
+    inputs="logits",
+    recipe="response_loss: dist, response_options: {beta: 1, gamma: 1}, temperature: 1",
+    order=3,
+)
 def dist_loss(
     student_logits: Tensor,
     teacher_logits: Tensor,

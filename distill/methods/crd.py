@@ -40,7 +40,15 @@ def nce_loss(scores: Tensor, num_examples: int) -> Tensor:
     return -(log_positive.sum() + log_negative.sum()) / scores.shape[0]
 
 
-@register("crd")
+@register(
+    "crd",
+    title="Contrastive Representation Distillation",
+    paper="Tian et al. ICLR 2020",
+    knowledge="contrastive",
+    inputs="penultimate embedding + dataset indices",
+    recipe="matches: [{student: flatten, teacher: flatten, loss: crd, weight: 0.8}]",
+    order=1,
+)
 class CRDLoss(MethodLoss):
     """Tian, Krishnan & Isola, ICLR 2020, "Contrastive Representation Distillation".
 

@@ -40,7 +40,17 @@ def factor_distance(student_factor: Tensor, teacher_factor: Tensor, p: int = 1) 
     return (s - t).abs().pow(p).mean()
 
 
-@register("ft", stage="both", pretrain_epochs=5)
+@register(
+    "ft",
+    stage="both",
+    pretrain_epochs=5,
+    title="Factor Transfer",
+    paper="Kim et al. NeurIPS 2018",
+    knowledge="feature",
+    inputs="last feature map (paraphraser stage)",
+    recipe="matches: [{student: block3, teacher: block3, loss: ft, weight: 200}]",
+    order=5,
+)
 class FactorTransferLoss(MethodLoss):
     """Kim, Park & Kwak, NeurIPS 2018, "Paraphrasing Complex Network: Network Compression via Factor Transfer".
 

@@ -11,7 +11,15 @@ from distill.losses.registry import register
 from distill.methods.layers import batch_norm, conv, spatial_dims
 
 
-@register("srrl")
+@register(
+    "srrl",
+    title="Softmax Regression Representation Learning",
+    paper="Yang et al. ICLR 2021",
+    knowledge="contrastive",
+    inputs="penultimate embedding + teacher classifier",
+    recipe="matches: [{student: flatten, teacher: flatten, loss: srrl, options: {teacher_head: head}}]",
+    order=2,
+)
 class SRRLLoss(MethodLoss):
     """Yang, Martinez, Bulat & Tzimiropoulos, ICLR 2021, "Knowledge Distillation via Softmax Regression
     Representation Learning".

@@ -13,7 +13,15 @@ from distill.losses.registry import register
 from distill.methods.layers import conv, pool_to, spatial_dims
 
 
-@register("vid")
+@register(
+    "vid",
+    title="Variational Information Distillation",
+    paper="Ahn et al. CVPR 2019",
+    knowledge="feature",
+    inputs="feature maps",
+    recipe="matches: [{student: [block1, block2], teacher: [block1, block2], loss: vid}]",
+    order=7,
+)
 class VIDLoss(MethodLoss):
     """Ahn et al., CVPR 2019, "Variational Information Distillation for Knowledge Transfer".
 

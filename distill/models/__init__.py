@@ -1,17 +1,48 @@
-"""Model builders for students and teachers."""
+"""Model kinds, each a spec beside its builder, found by registry (``build_model(spec, context)``).
 
-from distill.models.build import ModelSpec, build_model, count_parameters
-from distill.models.cnn1d import SmallCNN1d
-from distill.models.mlp import MLP, SmallCNN, apply_max_norm
-from distill.models.soft_tree import SoftDecisionTree
+Importing this package registers the built-in kinds: mlp, cnn, cnn1d, tree, multi_exit, hf (transformers
+imported only when one is built) and python (the user's own factory).
+"""
+
+from distill.models import factory, multi_exit  # noqa: F401  (register python, multi_exit)
+from distill.models.cnn1d import CNN1dSpec, SmallCNN1d
+from distill.models.hf.spec import HFSpec
+from distill.models.mlp import MLP, CNNSpec, MLPSpec, SmallCNN, apply_max_norm
+from distill.models.registry import (
+    AnyModelSpec,
+    ModelContext,
+    ModelSpec,
+    build_model,
+    count_parameters,
+    kinds,
+    model_spec,
+    register_factory,
+    register_model,
+    spec_class,
+    unregister_model,
+)
+from distill.models.soft_tree import SoftDecisionTree, TreeSpec
 
 __all__ = [
     "MLP",
+    "AnyModelSpec",
+    "CNN1dSpec",
+    "CNNSpec",
+    "HFSpec",
+    "MLPSpec",
+    "ModelContext",
     "ModelSpec",
     "SmallCNN",
     "SmallCNN1d",
     "SoftDecisionTree",
+    "TreeSpec",
     "apply_max_norm",
     "build_model",
     "count_parameters",
+    "kinds",
+    "model_spec",
+    "register_factory",
+    "register_model",
+    "spec_class",
+    "unregister_model",
 ]

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
+from pydantic import Field
 from torch import Tensor, nn
+
+from distill.models.registry import ModelContext, ModelSpec, register_model
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int, pool: bool) -> nn.Sequential:
@@ -71,3 +75,17 @@ class SmallCNN1d(nn.Sequential):
         if x.dim() == 2:  # (B, L): one channel
             x = x.unsqueeze(1)
         return super().forward(x)
+
+
+@register_model("cnn1d")
+class CNN1dSpec(ModelSpec):
+    """``kind: cnn1d``: :class:`SmallCNN1d` for signals ``(C, L)`` or ``(L,)`` (e.g. MNIST-1D)."""
+
+    kind: Literal["cnn1d"] = "cnn1d"
+    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    convs_per_block: int = Field(1, ge=1)
+
+    def build(self, context: ModelContext) -> nn.Module:
+        if context.input_shape is None:
+            raise ValueError("model kind 'cnn1d' reads tensors of a fixed shape; this task gives none (use kind hf)")
+        return SmallCNN1d(context.input_shape, self.channels, context.num_classes, self.convs_per_block)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from distill.models.registry import ModelContext, ModelSpec, register_model
 
 
 class MLP(nn.Sequential):
@@ -83,3 +87,35 @@ def apply_max_norm(model: nn.Module, max_norm: float) -> None:
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and not name.endswith("head"):
             module.weight.copy_(torch.renorm(module.weight, p=2, dim=0, maxnorm=max_norm))
+
+
+@register_model("mlp")
+class MLPSpec(ModelSpec):
+    """``kind: mlp``: :class:`MLP` with ``hidden`` widths, ``dropout`` after each hidden layer and
+    ``input_dropout`` on the inputs."""
+
+    kind: Literal["mlp"] = "mlp"
+    hidden: list[int] = Field(default_factory=lambda: [128])
+    dropout: float = Field(0.0, ge=0, lt=1)
+    input_dropout: float = Field(0.0, ge=0, lt=1)
+
+    def build(self, context: ModelContext) -> nn.Module:
+        shape = _tensor_shape(self.kind, context)
+        return MLP(shape, self.hidden, context.num_classes, dropout=self.dropout, input_dropout=self.input_dropout)
+
+
+@register_model("cnn")
+class CNNSpec(ModelSpec):
+    """``kind: cnn``: :class:`SmallCNN` for images ``(C, H, W)``, one block per entry of ``channels``."""
+
+    kind: Literal["cnn"] = "cnn"
+    channels: list[int] = Field(default_factory=lambda: [16, 32])
+
+    def build(self, context: ModelContext) -> nn.Module:
+        return SmallCNN(_tensor_shape(self.kind, context), self.channels, context.num_classes)
+
+
+def _tensor_shape(kind: str, context: ModelContext) -> tuple[int, ...]:
+    if context.input_shape is None:
+        raise ValueError(f"model kind {kind!r} reads tensors of a fixed shape; this task gives none (use kind hf)")
+    return context.input_shape

@@ -13,9 +13,9 @@ from distill.train.checkpoint import atomic_write_text
 HEADERS = ["model", "test accuracy", "parameters", "size on disk", "CPU latency / batch", "speed-up"]
 
 
-def _accuracy(summary: dict) -> str:
+def _score(summary: dict) -> str:
     seeds = len(summary["seeds"])
-    value = summary["test_accuracy"]
+    value = summary["score"]
     return f"{100 * value['mean']:.2f}% ± {100 * value['std']:.2f} ({seeds} seeds)"
 
 
@@ -23,17 +23,10 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024**2 else f"{size_bytes / 1024**2:.2f} MiB"
 
 
-STUDENT_LABELS = {
-    "baseline": "student, hard labels only",
-    "distilled": "student, distilled",
-    "distilled single": "student, distilled from one ensemble member",
-}
-
-
-def _model_row(name: str, accuracy: str, model: dict, speedup: str) -> list[str]:
+def _model_row(name: str, score: str, model: dict, speedup: str) -> list[str]:
     return [
         name,
-        accuracy,
+        score,
         f"{model['parameters']:,}",
         _size(model["size_bytes"]),
         f"{model['cpu_latency_ms']:.2f} ms",
@@ -42,25 +35,24 @@ def _model_row(name: str, accuracy: str, model: dict, speedup: str) -> list[str]
 
 
 def table_rows(results: dict) -> list[list[str]]:
-    """The teacher (when there is one, with ensemble members), then one row per student kind."""
+    """The teacher (when there is one, with ensemble members), then one row per results row."""
     rows = []
-    teacher, student = results.get("teacher"), results["student"]
+    teacher = results.get("teacher")
     if teacher is not None:
         members = teacher.get("members", [])
         name = f"teacher (ensemble of {len(members)})" if members else "teacher"
-        rows.append(_model_row(name, f"{100 * teacher['test_accuracy']:.2f}%", teacher, "1.0x"))
-        for number, member in enumerate(members):
-            rows.append([f"  ensemble member {number}", f"{100 * member['test_accuracy']:.2f}%", "", "", "", ""])
-    for kind, summary in results["students"].items():
-        model = summary.get("model", student)  # rows with their own model: exits, assistants, ensembles
-        speedup = f"{model['speedup']:.1f}x" if "speedup" in model else "-"
-        rows.append(_model_row(STUDENT_LABELS.get(kind, kind), _accuracy(summary), model, speedup))
+        rows.append(_model_row(name, f"{100 * teacher['score']:.2f}%", teacher, "1.0x"))
+        for member in members:
+            rows.append([f"  {member['label']}", f"{100 * member['score']['mean']:.2f}%", "", "", "", ""])
+    for row in results["rows"]:
+        speedup = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
+        rows.append(_model_row(row["label"], _score(row), row, speedup))
     return rows
 
 
 def headers(results: dict) -> list[str]:
-    """Column titles; text recipes score with their own metric (entity F1 on CoNLL, dev accuracy on SST-2)."""
-    return [HEADERS[0], results.get("metric_label", HEADERS[1]), *HEADERS[2:]]
+    """Column titles; the score column names the task's metric and split."""
+    return [HEADERS[0], results["metric_label"], *HEADERS[2:]]
 
 
 def markdown_table(results: dict) -> str:
@@ -70,9 +62,7 @@ def markdown_table(results: dict) -> str:
 
 
 def print_table(results: dict, console: Console | None = None) -> None:
-    split = (
-        f"test split, {results['test_examples']} examples" if "test_examples" in results else results["metric_label"]
-    )
+    split = f"{results['metric_label']}, {results['evaluation_examples']} examples"
     table = Table(title=f"{results['recipe']} on {results['dataset']} ({split})")
     for header in headers(results):
         table.add_column(header, justify="left" if header == "model" else "right")
@@ -83,7 +73,7 @@ def print_table(results: dict, console: Console | None = None) -> None:
     if "distillation_gain" in results:
         console.print(
             f"distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} "
-            f"points of mean {results.get('metric_label', 'test accuracy')}"
+            f"points of mean {results['metric_label']}"
         )
 
 
@@ -123,9 +113,7 @@ def plot_learning_curves(run_dir: Path, path: Path) -> bool:
 
 
 def _scored_on(results: dict) -> str:
-    if "metric_label" in results:
-        return f"Score: {results['metric_label']}"
-    return f"Accuracy is on the test split ({results['test_examples']} examples)"
+    return f"Score: {results['metric_label']} ({results['evaluation_examples']} examples)"
 
 
 def write_report(results: dict, run_dir: Path) -> None:
@@ -135,7 +123,7 @@ def write_report(results: dict, run_dir: Path) -> None:
         "",
         f"Dataset: {results['dataset']} ({results['train_examples']} training examples). {_scored_on(results)} "
         f"at the final epoch, mean ± sample std over seeds {results['seeds']}. Latency: median forward time of a "
-        f"batch of {results['latency_batch']} on CPU with {results['torch_threads']} threads.",
+        f"{results['latency_probe']} on CPU with {results['torch_threads']} threads.",
         "",
         markdown_table(results),
         "",

@@ -7,22 +7,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch import nn
 
-from distill.core.batch import Inputs, as_batch, call_model, logits_of
-from distill.train import evaluate
+from distill.core.batch import Inputs, call_model
+from distill.core.evaluation import accuracy_on, sample_batch
 
-
-def accuracy_on(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:
-    """Accuracy of ``model`` (in eval mode, on CPU) over ``dataset``."""
-    was_training = model.training
-    model.eval()
-    try:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        return evaluate(lambda inputs: logits_of(call_model(model, inputs)), loader)["accuracy"]
-    finally:
-        model.train(was_training)
+__all__ = ["accuracy_on", "cpu_latency_ms", "file_size", "mean_std", "sample_batch"]
 
 
 @torch.inference_mode()
@@ -41,12 +31,6 @@ def cpu_latency_ms(model: nn.Module, sample: Inputs, repeats: int = 30, warmup: 
         return 1000 * statistics.median(timings)
     finally:
         model.train(was_training)
-
-
-def sample_batch(dataset: Dataset, batch_size: int) -> Tensor:
-    """The first ``batch_size`` inputs of ``dataset`` as one tensor (the latency probe)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    return as_batch(next(iter(loader))).inputs
 
 
 def file_size(path: str | Path) -> int:

@@ -20,13 +20,15 @@ from distill import losses as loss_registry
 from distill.core.connectors import CONNECTOR_KINDS
 from distill.core.matches import check_options
 from distill.core.schedules import Schedule
-from distill.models.build import ModelSpec
+from distill.models import AnyModelSpec, MLPSpec, ModelSpec, kinds, spec_class
 from distill.names import unknown_name_message
+from distill.strategies import AnyStrategySpec, EnsembleSpec, StrategySpec, TransferSpec, strategy_class
+from distill.strategies.offline import Offline
+from distill.tasks.registry import dataset_entry, dataset_names
 from distill.train.settings import StrictModel, TrainSettings
 
 ScheduleOrNumber = float | Schedule
 LAYER_KINDS = ("hidden", "attention", "scores", "values")
-TEXT_DATASETS = ("sst2", "conll2003")
 
 
 class RecipeError(ValueError):
@@ -41,38 +43,23 @@ def _check_loss_name(name: str) -> str:
 
 
 class DataSpec(StrictModel):
-    dataset: str = "digits"
+    dataset: str = "digits"  # a registered dataset (distill.tasks.registry)
     data_dir: str | None = None  # folder of the dataset files; relative paths are taken from the working directory
     val_size: int = Field(0, ge=0)  # examples held out of train for per-epoch evaluation (0: evaluate on test)
     train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
     split_seed: int = 0  # seeds the val/subset draw, not training, so every student sees the same examples
     max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
 
-
-class EnsembleSpec(StrictModel):
-    """An ensemble teacher: ``members`` models (seeds teacher.seed, +1, ...) or the listed architectures."""
-
-    members: int = Field(1, ge=1)  # copies of teacher.model trained with different seeds
-    models: list[ModelSpec] = Field(default_factory=list)  # or: one member per architecture listed here
-    space: Literal["probability", "logits"] = "probability"  # average softmax outputs, or logits
-    weights: list[float] | None = None  # one per member, >= 0; default equal
-
-    @model_validator(mode="after")
-    def _consistent(self) -> EnsembleSpec:
-        if self.models and self.members not in (1, len(self.models)):
-            raise ValueError(f"give members ({self.members}) or models ({len(self.models)} listed), not both")
-        count = self.size
-        if self.weights is not None and (len(self.weights) != count or any(w < 0 for w in self.weights)):
-            raise ValueError(f"weights: need {count} numbers >= 0 (one per member), got {self.weights}")
-        return self
-
-    @property
-    def size(self) -> int:
-        return len(self.models) or self.members
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in dataset_names():
+            raise ValueError(unknown_name_message("dataset", value, dataset_names()))
+        return value
 
 
 class TeacherSpec(StrictModel):
-    model: ModelSpec = ModelSpec(hidden=[512, 512])
+    model: AnyModelSpec = MLPSpec(hidden=[512, 512])
     checkpoint: str | None = None  # a trained teacher (.safetensors or checkpoint folder): skips teacher training
     seed: int = 0
     train: TrainSettings = TrainSettings()
@@ -80,12 +67,12 @@ class TeacherSpec(StrictModel):
 
 
 class StudentSpec(StrictModel):
-    model: ModelSpec = ModelSpec(hidden=[32])
+    model: AnyModelSpec = MLPSpec(hidden=[32])
     train: TrainSettings = TrainSettings()  # used for the hard-label baseline and the distilled student alike
     baseline: bool = True  # also train the student on hard labels alone, from the same initialisation
     # teacher-assistant chain: the assistants between teacher and student, largest first; each step uses
     # distill:. hf students list layer counts ([4]: 6 -> 4 -> student), others list models ([{hidden: [400]}]).
-    chain: list[int] | list[ModelSpec] = Field(default_factory=list)
+    chain: list[int] | list[AnyModelSpec] = Field(default_factory=list)
 
 
 class MatchSpec(StrictModel):
@@ -152,28 +139,6 @@ class DistillSpec(StrictModel):
         return self
 
 
-class StrategySpec(StrictModel):
-    """How teachers and students are run (the default, offline, is one frozen teacher -> student)."""
-
-    kind: Literal["offline", "mutual", "self_distill", "born_again"] = "offline"
-    peers: int = Field(2, ge=2)  # mutual: cohort size; the peers are student.model with seeds s, s+1000, ...
-    generations: int = Field(3, ge=1)  # born_again: students after generation 0 (the teacher)
-    ensemble_generations: bool = True  # born_again: also score the ensemble of all generations
-    alpha: float = Field(0.3, ge=0, le=1)  # self_distill: weight of the deepest exit's soft targets
-    feature_weight: float = Field(0.03, ge=0)  # self_distill: weight of the feature hint to the deepest exit
-    temperature: float | None = Field(None, gt=0)  # softening of the peers' targets; default mutual 1, self_distill 3
-    tree_loss: Literal["mixture", "path_weighted"] = "mixture"  # tree students: see SoftTreeObjective
-
-
-class TransferSpec(StrictModel):
-    """What the student distils on: the labelled train set (default), or data without labels."""
-
-    labels: bool = True  # false: the student sees the teacher's soft targets only (labels set to -100)
-    # unseen: the train set is split; the teacher trains on teacher_share of it, the student on the rest
-    split: Literal["shared", "unseen"] = "shared"
-    teacher_share: float = Field(0.5, gt=0, lt=1)
-
-
 class Recipe(StrictModel):
     name: str = "experiment"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # one distilled (and baseline) student per seed
@@ -181,52 +146,51 @@ class Recipe(StrictModel):
     teacher: TeacherSpec = TeacherSpec()
     student: StudentSpec = StudentSpec()
     distill: DistillSpec = DistillSpec()
-    strategy: StrategySpec = StrategySpec()
+    strategy: AnyStrategySpec = Offline()
     transfer: TransferSpec = TransferSpec()
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> Recipe:
-        strategy, text = self.strategy.kind, self.data.dataset in TEXT_DATASETS
-        if strategy != "offline" and text:
-            raise ValueError(f"strategy.kind {strategy!r} runs on tensor datasets; text recipes use offline")
-        if strategy == "born_again" and self.student.model != self.teacher.model:
-            raise ValueError("strategy born_again: student.model must equal teacher.model (same architecture)")
-        if strategy == "self_distill" and self.student.model.kind not in ("mlp", "cnn1d"):
-            kind = self.student.model.kind
-            raise ValueError(f"strategy self_distill needs student.model.kind mlp or cnn1d, got {kind!r}")
-        if strategy != "offline" and (self.teacher.ensemble or self.student.chain):
-            raise ValueError(f"strategy {strategy!r} cannot be combined with teacher.ensemble or student.chain")
-        if not self.transfer.labels and self.distill.hard_weight != 0:
-            raise ValueError("transfer.labels is false: distill.hard_weight must be 0 (the student has no labels)")
-        if (self.transfer.split != "shared" or not self.transfer.labels) and strategy in ("mutual", "self_distill"):
-            raise ValueError(f"strategy {strategy!r} trains on labels: transfer applies to teacher -> student runs")
-        if self.teacher.ensemble and text:
-            raise ValueError("teacher.ensemble applies to tensor datasets; text recipes distil one teacher")
+        self.strategy.check(self)  # the strategy's own cross-section rules
         if self.teacher.ensemble and self.distill.matches:
             raise ValueError("teacher.ensemble: feature matches need one teacher's layers; use response losses only")
         return self
 
     @model_validator(mode="after")
-    def _text_needs_transformers(self) -> Recipe:
-        text = self.data.dataset in TEXT_DATASETS
-        kinds = {"teacher.model.kind": self.teacher.model.kind, "student.model.kind": self.student.model.kind}
-        for where, kind in kinds.items():
-            if text != (kind == "hf"):
-                need = "hf" if text else "mlp, cnn or cnn1d"
-                raise ValueError(f"{where} is {kind!r} but dataset {self.data.dataset!r} needs {need}")
-        if text and self.student.model.layers is None:
-            raise ValueError("student.model.layers: an hf student needs its number of layers")
-        chain = self.student.chain
-        if chain and text != all(isinstance(step, int) for step in chain):
-            need = "layer counts, e.g. [4]" if text else "model blocks, e.g. [{kind: mlp, hidden: [400]}]"
-            raise ValueError(f"student.chain: for dataset {self.data.dataset!r} list {need}")
-        depths = [*chain, self.student.model.layers]
-        if text and chain and any(b >= a for a, b in itertools.pairwise(depths)):
-            raise ValueError(f"student.chain must shrink step by step down to the student, got {depths}")
+    def _models_fit_data(self) -> Recipe:
+        reads = dataset_entry(self.data.dataset).inputs
+        ensemble = self.teacher.ensemble.models if self.teacher.ensemble else []
+        chain = [step for step in self.student.chain if isinstance(step, ModelSpec)]
+        models = {"teacher.model": self.teacher.model, "student.model": self.student.model}
+        models.update({f"teacher.ensemble.models[{i}]": spec for i, spec in enumerate(ensemble)})
+        models.update({f"student.chain[{i}]": spec for i, spec in enumerate(chain)})
+        for where, spec in models.items():
+            if spec.inputs not in (reads, "any"):
+                fit = sorted(kind for kind in kinds() if spec_class(kind).inputs in (reads, "any"))
+                raise ValueError(
+                    f"{where}.kind is {spec.kind!r}, which reads {spec.inputs}, but dataset {self.data.dataset!r} "
+                    f"gives {reads}: use one of {fit}"
+                )
+        self._check_chain()
         return self
+
+    def _check_chain(self) -> None:
+        chain, student = self.student.chain, self.student.model
+        if not chain or not isinstance(chain[0], int):
+            return
+        if not hasattr(student, "layers"):
+            raise ValueError("student.chain: layer counts ([4]) need a transformer student; list model blocks instead")
+        depths = [*chain, student.layers]
+        if student.layers is None or any(b >= a for a, b in itertools.pairwise(depths)):
+            raise ValueError(f"student.chain must shrink step by step down to the student, got {depths}")
 
 
 # ---------------------------------------------------------------- errors
+
+
+def _is_union_tag(part: str) -> bool:
+    """pydantic names union members in an error's location; users never wrote them."""
+    return part in ("float", "int", "Schedule", "constrained-float") or "[" in part
 
 
 def _key_path(location: tuple[Any, ...]) -> str:
@@ -234,34 +198,67 @@ def _key_path(location: tuple[Any, ...]) -> str:
     for part in location:
         if isinstance(part, int):
             path += f"[{part}]"
-        elif part in ("float", "Schedule", "constrained-float") or "[" in str(part):
-            continue  # pydantic names union members in the location; users never wrote them
+        elif _is_union_tag(str(part)):
+            continue
         else:
             path += f".{part}" if path else str(part)
     return path or "(top level)"
 
 
-def _allowed_keys(location: tuple[Any, ...]) -> list[str]:
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model an annotation holds (through unions, lists and Annotated), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in getattr(annotation, "__args__", ()) + tuple(getattr(annotation, "__metadata__", ())):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    origin = getattr(annotation, "__origin__", None)
+    return _model_in(origin) if origin is not None and origin is not annotation else None
+
+
+def _by_kind(model: type[BaseModel], node: Any) -> type[BaseModel]:
+    """Registry bases (model and strategy specs) stand for the subclass the input's ``kind`` names."""
+    kind = node.get("kind") if isinstance(node, dict) else None
+    try:
+        if model is ModelSpec:
+            return spec_class(kind or "mlp")
+        if model is StrategySpec:
+            return strategy_class(kind or "offline")
+    except ValueError:
+        return model
+    return model
+
+
+def _allowed_keys(location: tuple[Any, ...], raw: Any = None) -> list[str]:
     """The keys the model at ``location`` (the parent of an unknown key) accepts."""
     model: Any = Recipe
+    node = raw
     for part in location[:-1]:
+        if isinstance(part, str) and _is_union_tag(part):
+            continue
+        if isinstance(node, (dict, list)):
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
         if isinstance(part, int) or model is None:
             continue
         field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return []
-        annotation = field.annotation
-        inner = getattr(annotation, "__args__", (annotation,))
-        model = next((arg for arg in inner if isinstance(arg, type) and issubclass(arg, BaseModel)), None)
+        model = _model_in(field.annotation)
+        if model is not None:
+            model = _by_kind(model, node)
     return sorted(model.model_fields) if model is not None else []
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, raw: Any = None) -> str:
     lines = [f"{source}: {error.error_count()} problem(s)"]
     for item in error.errors():
         path = _key_path(item["loc"])
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(item["loc"])
+            allowed = _allowed_keys(item["loc"], raw)
             key = str(item["loc"][-1])
             close = difflib.get_close_matches(key, allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -335,4 +332,4 @@ def validate_recipe(raw: dict, source: str = "recipe") -> Recipe:
     try:
         return Recipe.model_validate(raw)
     except ValidationError as error:
-        raise RecipeError(format_validation_error(error, source)) from None
+        raise RecipeError(format_validation_error(error, source, raw)) from None

@@ -1,26 +1,44 @@
-"""Ways to run teachers and students beyond one frozen teacher: ensembles, chains, module replacement,
-mutual learning, self-distillation and soft-decision-tree students."""
+"""Strategies: how teachers and students are run, one file each, found by registry.
 
+Importing this package registers the built-in ones: offline (with ensemble teachers, transfer sets and
+teacher-assistant chains), mutual (DML), self_distill (BYOT), born_again and theseus.
+"""
+
+from distill.strategies import born_again, offline, theseus  # noqa: F401  (register born_again, offline, theseus)
 from distill.strategies.chain import ChainStep, run_chain
-from distill.strategies.ensemble import EnsembleTeacher
-from distill.strategies.mutual import MutualObjective, PeerGroup
-from distill.strategies.self_distill import (
-    MultiExitNetwork,
-    SelfDistillationObjective,
-    multi_exit_cnn1d,
-    multi_exit_mlp,
+from distill.strategies.context import RunContext, TeacherModel
+from distill.strategies.ensemble import EnsembleSpec, EnsembleTeacher
+from distill.strategies.mutual import MutualLearning, MutualObjective, PeerGroup
+from distill.strategies.registry import (
+    AnyStrategySpec,
+    Row,
+    StrategySpec,
+    register_strategy,
+    strategy_class,
+    strategy_names,
+    unregister_strategy,
 )
-from distill.strategies.soft_tree import SoftTreeObjective
+from distill.strategies.self_distill import BeYourOwnTeacher, SelfDistillationObjective
+from distill.strategies.transfer import TransferSpec
 
 __all__ = [
+    "AnyStrategySpec",
+    "BeYourOwnTeacher",
     "ChainStep",
+    "EnsembleSpec",
     "EnsembleTeacher",
-    "MultiExitNetwork",
+    "MutualLearning",
     "MutualObjective",
     "PeerGroup",
+    "Row",
+    "RunContext",
     "SelfDistillationObjective",
-    "SoftTreeObjective",
-    "multi_exit_cnn1d",
-    "multi_exit_mlp",
+    "StrategySpec",
+    "TeacherModel",
+    "TransferSpec",
+    "register_strategy",
     "run_chain",
+    "strategy_class",
+    "strategy_names",
+    "unregister_strategy",
 ]

@@ -17,12 +17,19 @@ layer would it be?), so use it as a response-level teacher.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 import torch
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from distill.core.batch import Inputs, call_model, logits_of
+from distill.core.distiller import SupervisedObjective
+from distill.models.registry import AnyModelSpec
+from distill.strategies.context import RunContext, TeacherModel, weights_of
+from distill.train.checkpoint import load_module_weights
+from distill.train.settings import StrictModel
 
 EnsembleSpace = Literal["probability", "logits"]
 
@@ -66,3 +73,53 @@ class EnsembleTeacher(nn.Module):
             return (weights * logits).sum(0)
         # log Σ w_n p_n computed as logsumexp(log w_n + log p_n): exact even where p_n underflows.
         return torch.logsumexp(weights.log() + torch.log_softmax(logits, dim=-1), dim=0)
+
+
+class EnsembleSpec(StrictModel):
+    """``teacher.ensemble``: ``members`` copies of teacher.model (seeds teacher.seed, +1, ...) or one member
+    per architecture in ``models``; ``checkpoints`` (one weights file or folder per member) loads trained
+    members instead of training them. Combined in ``space`` with ``weights`` (default equal)."""
+
+    members: int = Field(1, ge=1)
+    models: list[AnyModelSpec] = Field(default_factory=list)
+    checkpoints: list[str] = Field(default_factory=list)
+    space: Literal["probability", "logits"] = "probability"
+    weights: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EnsembleSpec:
+        if self.models and self.members not in (1, len(self.models)):
+            raise ValueError(f"give members ({self.members}) or models ({len(self.models)} listed), not both")
+        count = self.size
+        if self.weights is not None and (len(self.weights) != count or any(w < 0 for w in self.weights)):
+            raise ValueError(f"weights: need {count} numbers >= 0 (one per member), got {self.weights}")
+        if self.checkpoints and len(self.checkpoints) != count:
+            raise ValueError(f"checkpoints: need one per member ({count}), got {len(self.checkpoints)}")
+        return self
+
+    @property
+    def size(self) -> int:
+        return len(self.models) or self.members
+
+    def train(self, context: RunContext) -> TeacherModel:
+        """Train (or load) every member into ``<out>/teacher/member-<n>``; one row per member."""
+        teacher = context.recipe.teacher
+        task = context.teacher_task or context.task
+        members, rows, weights = [], [], []
+        for number in range(self.size):
+            seed = teacher.seed + number
+            member = context.build(self.models[number] if self.models else teacher.model, seed, task=task)
+            run_dir = None
+            if self.checkpoints:
+                load_module_weights(member, self.checkpoints[number])
+                path = Path(self.checkpoints[number])
+                weights.append(path / "model.safetensors" if path.is_dir() else path)
+            else:
+                run_dir = context.out / "teacher" / f"member-{number}"
+                context.train(
+                    SupervisedObjective(member), run_dir, seed, f"teacher {number}", role="teacher", task=task
+                )
+                weights.append(weights_of(run_dir))
+            rows.append(context.row("member", seed, member, run_dir, index=number))
+            members.append(member)
+        return TeacherModel(EnsembleTeacher(members, self.space, self.weights), weights, rows)

@@ -25,18 +25,25 @@ and :meth:`MutualObjective.peer` let a benchmark evaluate each one.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
 from distill.core.batch import Batch, Inputs, call_model, logits_of
+from distill.core.distiller import SupervisedObjective
 from distill.core.matches import sequence_mask
 from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss, kd_loss
+from distill.strategies.context import PEER_SEED_STRIDE, RunContext, check_single_student, weights_of
+from distill.strategies.registry import Row, StrategySpec, register_strategy
+from distill.strategies.transfer import check_no_transfer
 
-__all__ = ["MutualObjective", "PeerGroup", "check_peer_logits", "mutual_losses"]
+__all__ = ["MutualLearning", "MutualObjective", "PeerGroup", "check_peer_logits", "mutual_losses"]
 
 
 def check_peer_logits(logits: Sequence[Tensor]) -> None:
@@ -194,3 +201,49 @@ class MutualObjective:
             self.kl_weight(step, total_steps),
             sequence_mask(batch.mask, logits[0]),
         )
+
+
+@register_strategy("mutual")
+class MutualLearning(StrategySpec):
+    """``strategy: {kind: mutual, peers: k}``: per seed, each peer (student.model, initialised from seed
+    ``s + 1000 i``) trained alone on labels, then the same initial peers trained together (DML).
+
+    Run folder: ``<out>/seed-<s>/alone-<i>/`` and ``<out>/seed-<s>/mutual/``. Rows ``peer_alone`` and
+    ``peer_mutual``, indexed by peer."""
+
+    kind: Literal["mutual"] = "mutual"
+    peers: int = Field(2, ge=2)
+    temperature: float = Field(1.0, gt=0)  # the paper's T = 1
+    kl_weight: float = Field(1.0, ge=0)
+
+    def check(self, recipe: Any) -> None:
+        check_no_transfer(recipe, self.kind)
+        check_single_student(recipe, self.kind)
+
+    def preflight(self, context: RunContext) -> None:
+        self._objective(self._peers(context, 0))
+
+    def _peers(self, context: RunContext, seed: int) -> list[nn.Module]:
+        return [context.build_student(seed + PEER_SEED_STRIDE * i) for i in range(self.peers)]
+
+    def _objective(self, peers: list[nn.Module]) -> MutualObjective:
+        return MutualObjective([copy.deepcopy(peer) for peer in peers], self.temperature, self.kl_weight)
+
+    def run(self, context: RunContext) -> list[Row]:
+        alone: list[Row] = []
+        together: list[Row] = []
+        for seed in context.recipe.seeds:
+            peers, seed_dir = self._peers(context, seed), context.seed_dir(seed)
+            for i, peer in enumerate(peers):
+                model, run_dir = copy.deepcopy(peer), seed_dir / f"alone-{i}"
+                context.train(SupervisedObjective(model), run_dir, seed, f"peer {i} alone s{seed}")
+                alone.append(context.row("peer_alone", seed, model, run_dir, i))
+            objective = self._objective(peers)
+            run_dir = seed_dir / "mutual"
+            context.train(objective, run_dir, seed, f"mutual s{seed}")
+            weights = weights_of(run_dir)
+            for i in range(self.peers):
+                row = context.row("peer_mutual", seed, objective.peer(i), index=i)
+                row.weights = weights.with_name(f"peer{i}.safetensors")
+                together.append(row)
+        return alone + together

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from distill.capture.hf_structure import layout_of
 from distill.core.batch import Batch, Inputs, call_model, logits_of
-from distill.core.schedules import ScheduleLike, as_schedule
+from distill.core.distiller import SupervisedObjective
+from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss
 from distill.models.hf.student import Strategy, student_from_teacher
+from distill.strategies.context import RunContext, check_single_student
+from distill.strategies.registry import Row, StrategySpec, register_strategy
+from distill.strategies.transfer import check_no_transfer
 
 
 class ReplaceableGroup(nn.Module):
@@ -122,3 +127,51 @@ class TheseusObjective:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         return model
+
+
+@register_strategy("theseus")
+class Theseus(StrategySpec):
+    """``strategy: {kind: theseus, replace_probability: ...}``: per seed, the teacher's layers are replaced
+    by ``student.model.layers`` successor layers (initialised from the teacher by ``student.model.layer_map``)
+    with probability ``replace_probability``, training the successors inside the teacher; the successor
+    model is then fine-tuned alone (the paper's second phase), both with ``student.train``. With
+    ``student.baseline`` the student is also fine-tuned on labels alone from the same initial layers.
+
+    Run folder: ``<out>/seed-<s>/{baseline, replacing, distilled}/``."""
+
+    kind: Literal["theseus"] = "theseus"
+    replace_probability: float | Schedule = 0.5
+
+    def check(self, recipe: Any) -> None:
+        check_no_transfer(recipe, self.kind)
+        check_single_student(recipe, self.kind)
+        student, teacher = recipe.student.model, recipe.teacher.model
+        if teacher.kind != "hf" or student.kind != "hf" or student.layers is None:
+            raise ValueError(
+                "strategy theseus replaces a transformer's layers: teacher.model and student.model need kind hf, "
+                f"the student with its number of layers; got teacher {teacher.kind!r}, student {student.kind!r}"
+            )
+
+    def preflight(self, context: RunContext) -> None:
+        self._objective(context, context.build(context.recipe.teacher.model, 0))
+
+    def _objective(self, context: RunContext, teacher: nn.Module) -> TheseusObjective:
+        spec = context.recipe.student.model
+        return TheseusObjective(teacher, spec.layers, self.replace_probability, spec.layer_map)
+
+    def run(self, context: RunContext) -> list[Row]:
+        teacher = context.teacher().model
+        rows = []
+        for seed in context.recipe.seeds:
+            seed_dir = context.seed_dir(seed)
+            if context.recipe.student.baseline:
+                baseline = context.build_student(seed, source=teacher)
+                context.train(SupervisedObjective(baseline), seed_dir / "baseline", seed, f"baseline s{seed}")
+                rows.append(context.row("baseline", seed, baseline, seed_dir / "baseline"))
+            torch.manual_seed(seed)
+            objective = self._objective(context, teacher)
+            context.train(objective, seed_dir / "replacing", seed, f"replacing s{seed}")
+            successor = objective.successor()
+            context.train(SupervisedObjective(successor), seed_dir / "distilled", seed, f"successor s{seed}")
+            rows.append(context.row("distilled", seed, successor, seed_dir / "distilled"))
+        return rows

@@ -7,15 +7,19 @@ sampler driven by the Trainer's generator, and the task metric (entity-level mic
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, Sampler
 
+from distill.core.batch import call_model, logits_of
+from distill.core.evaluation import evaluate
+from distill.core.method import BuildContext
 from distill.data.text import (
     LengthGroupedSampler,
     TextClassificationDataset,
@@ -25,11 +29,17 @@ from distill.data.text import (
     load_sst2,
     make_collate,
 )
-from distill.models.hf.loading import Task
+from distill.models.hf.loading import Task as Head
+from distill.models.registry import ModelContext
 from distill.tasks.ner_metrics import entity_f1, word_tags_from_logits
+
+if TYPE_CHECKING:
+    from distill.train.settings import TrainSettings
 
 TASKS = {"sst2": "sequence", "conll2003": "token"}
 EVAL_SPLITS = {"sst2": ("dev",), "conll2003": ("dev", "test")}
+SCORE_SPLIT = {"sst2": "dev", "conll2003": "test"}  # SST-2's test labels are not public
+LATENCY_SHAPE = (32, 64)  # batch x length of the CPU latency probe
 
 
 def default_data_dir(task: str) -> Path:
@@ -44,15 +54,19 @@ def default_data_dir(task: str) -> Path:
 class Indexed(Dataset):
     """Adds each example's ``index`` to the dict a text dataset yields."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None) -> None:
+    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None, hide_labels: bool = False) -> None:
         self.dataset = dataset
         self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
+        self.hide_labels = hide_labels  # a transfer set: every label -100, ignored by every loss
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Tensor]:
-        return {**self.dataset[self.indices[position]], "index": torch.tensor(position)}
+        item = {**self.dataset[self.indices[position]], "index": torch.tensor(position)}
+        if self.hide_labels:
+            item["labels"] = torch.full_like(item["labels"], -100)
+        return item
 
     @property
     def lengths(self) -> list[int]:
@@ -92,13 +106,23 @@ def tagging_metric(label_names: Sequence[str]) -> Callable[[list[Tensor], list[T
 @dataclass
 class TextTask:
     name: str
-    kind: Task
+    kind: Head
     train: Indexed
     evaluation: dict[str, Indexed]
     label_names: list[str]
     collate: Callable[[list], dict[str, Tensor]]
     metric: Callable[[list[Tensor], list[Tensor]], dict[str, float]] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int = 30522
+    score_split: str = "test"
+
+    inputs: ClassVar[str] = "tokens"
+    cache_teacher: ClassVar[bool] = True  # tokenised once, no augmentation: teacher outputs never change
+    latency_repeats: ClassVar[int] = 10  # a transformer forward costs tens of milliseconds
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.label_names)
 
     @property
     def num_labels(self) -> int:
@@ -117,6 +141,70 @@ class TextTask:
     def batches(self, batch_size: int) -> Callable[[torch.Generator], Sampler]:
         """The Trainer's ``train_sampler``: length-grouped batches of ``batch_size``."""
         return lambda generator: GroupedBatches(self.train.lengths, batch_size, generator)
+
+    # ------------------------------------------------------------------ the Task protocol
+
+    def model_context(self, seed: int = 0, source: nn.Module | None = None) -> ModelContext:
+        return ModelContext(self.num_labels, head=self.kind, label_names=self.label_names, source=source, seed=seed)
+
+    def eval_split(self) -> tuple[str, Dataset]:
+        first = next(iter(self.evaluation))
+        return first, self.evaluation[first]
+
+    def trainer_options(self, settings: TrainSettings, needs_index: bool = False) -> dict[str, Any]:
+        return {
+            "train_data": self.train,  # items carry their index already
+            "collate_fn": self.collate,
+            "train_sampler": self.batches(settings.batch_size),
+            "metric": self.metric,
+        }
+
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        """The headline metric (fraction) on every evaluation split."""
+        was_training = model.training
+        model.eval()
+        try:
+            result = {}
+            for split, dataset in self.evaluation.items():
+                loader = DataLoader(dataset, batch_size=128, collate_fn=self.collate)
+                metrics = evaluate(lambda inputs: logits_of(call_model(model, inputs)), loader, metric=self.metric)
+                result[split] = metrics[self.score_name]
+            return result
+        finally:
+            model.train(was_training)
+
+    def score(self, model: nn.Module) -> float:
+        return self.scores(model)[self.score_split]
+
+    def latency_probe(self) -> dict[str, Tensor]:
+        """A full (no padding) batch of random token ids, ``LATENCY_SHAPE`` (batch x length)."""
+        generator = torch.Generator().manual_seed(0)
+        batch, length = LATENCY_SHAPE
+        ids = torch.randint(min(1000, self.vocab_size - 1), self.vocab_size, (batch, length), generator=generator)
+        return {"input_ids": ids, "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+
+    def artefact_inputs(self) -> None:
+        return None
+
+    def build_context(self) -> BuildContext:
+        return BuildContext(num_examples=len(self.train), num_classes=self.num_labels)
+
+    def with_train(self, indices: Sequence[int] | None = None, labels: bool = True) -> TextTask:
+        base = self.train.indices
+        chosen = base if indices is None else [base[i] for i in indices]
+        train = Indexed(self.train.dataset, chosen, hide_labels=self.train.hide_labels or not labels)
+        return dataclasses.replace(self, train=train, info={**self.info, "train_examples": len(chosen)})
+
+    def describe(self) -> dict[str, Any]:
+        metric = "accuracy" if self.kind == "sequence" else "entity F1"
+        return {
+            "dataset": self.name,
+            "metric": self.score_name,
+            "metric_label": f"{metric} ({self.score_split})",
+            "train_examples": len(self.train),
+            "evaluation_examples": len(self.evaluation[self.score_split]),
+            "latency_probe": f"{LATENCY_SHAPE[0]} x {LATENCY_SHAPE[1]} tokens",
+        }
 
 
 def _subset(count: int, subset: int | None, seed: int) -> list[int]:
@@ -160,5 +248,29 @@ def load_text_task(
         label_names=label_names,
         collate=make_collate(tokenizer.pad_token_id),
         metric=metric,
+        vocab_size=len(tokenizer),
+        score_split=SCORE_SPLIT[name],
         info={"data_dir": str(folder), "train_examples": len(chosen), "train_total": total, "train_indices": chosen},
     )
+
+
+def tokenizer_source(recipe: Any) -> Any:
+    """The first Hugging Face model spec of the recipe (teacher, ensemble members, student): its tokenizer
+    encodes the data for every model of the run."""
+    ensemble = recipe.teacher.ensemble
+    candidates = [recipe.teacher.model, *(ensemble.models if ensemble else []), recipe.student.model]
+    spec = next((candidate for candidate in candidates if hasattr(candidate, "path")), None)
+    if spec is None:
+        raise ValueError(f"dataset {recipe.data.dataset!r} is text: teacher.model needs kind hf (a transformer)")
+    return spec
+
+
+def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
+    """The recipe's text task, tokenised with its first transformer's tokenizer."""
+    from distill.models.hf.loading import load_tokenizer
+
+    spec = tokenizer_source(recipe)
+    data = recipe.data
+    tokenizer = load_tokenizer(spec.path, spec.trust_remote_code)
+    folder = data_dir or data.data_dir
+    return load_text_task(data.dataset, tokenizer, folder, data.train_subset, data.split_seed, data.max_length)

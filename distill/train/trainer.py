@@ -22,7 +22,8 @@ from accelerate.state import AcceleratorState, GradientState
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from distill.core.batch import Batch, Inputs, as_batch
+from distill.core.batch import Batch, as_batch
+from distill.core.evaluation import Metric, evaluate
 from distill.models.mlp import apply_max_norm
 from distill.train.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
 from distill.train.progress import TrainingProgress
@@ -62,54 +63,6 @@ def build_optimizer(parameters: list[nn.Parameter], settings: TrainSettings) -> 
         )
     optimizer_class = torch.optim.Adam if options.name == "adam" else torch.optim.AdamW
     return optimizer_class(parameters, lr=options.lr, betas=options.betas, weight_decay=options.weight_decay)
-
-
-def count_correct(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> tuple[int, int]:
-    """(correct, counted) over labels that are not ``ignore_index``; logits (B, C) or (B, L, C)."""
-    valid = labels != ignore_index
-    predictions = logits.argmax(dim=-1)
-    return int((predictions[valid] == labels[valid]).sum()), int(valid.sum())
-
-
-# Extra evaluation metrics: called once with every batch's (logits, labels), returns named values.
-Metric = Callable[[list[Tensor], list[Tensor]], dict[str, float]]
-
-
-@torch.no_grad()
-def evaluate(
-    predict: Callable[[Inputs], Tensor],
-    loader: DataLoader,
-    gather: Callable[[Any], Any] | None = None,
-    metric: Metric | None = None,
-) -> dict[str, float]:
-    """Accuracy and mean cross-entropy of ``predict`` over ``loader`` (``gather`` joins DDP shards).
-
-    ``metric`` (e.g. entity F1 for tagging) adds its values, computed from all logits and labels.
-    """
-    correct = counted = 0
-    loss_sum = 0.0
-    kept_logits: list[Tensor] = []
-    kept_labels: list[Tensor] = []
-    for raw in loader:
-        batch = as_batch(raw)
-        logits = predict(batch.inputs).float()
-        labels = batch.labels
-        if gather is not None:
-            logits, labels = gather((logits, labels))
-        if metric is not None:
-            kept_logits.append(logits.cpu())
-            kept_labels.append(labels.cpu())
-        batch_correct, batch_counted = count_correct(logits, labels)
-        correct, counted = correct + batch_correct, counted + batch_counted
-        loss_sum += float(
-            nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-        )
-    if counted == 0:
-        raise ValueError("the evaluation data has no labelled example")
-    extra = metric(kept_logits, kept_labels) if metric is not None else {}
-    return {"accuracy": correct / counted, "loss": loss_sum / counted, "examples": counted, **extra}
 
 
 class Trainer:

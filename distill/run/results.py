@@ -1,0 +1,140 @@
+"""results.json: one entry per table row, each carrying its own model's measurements.
+
+Format version 2 (``format_version``)::
+
+    {"format_version": 2, "recipe", "strategy", "dataset", "metric", "metric_label", "train_examples",
+     "evaluation_examples", "latency_probe", "torch_threads", "seeds",
+     "teacher": {"score", "parameters", "size_bytes", "cpu_latency_ms", "members": [row, ...]},  # if any
+     "rows": [{"role", "index", "label", "score": {"mean", "std"}, "seeds": [{"seed", "score", "weights"}],
+               "parameters", "size_bytes", "cpu_latency_ms", "speedup"}, ...],
+     "distillation_gain": distilled mean - baseline mean}                                       # if both
+
+``role`` is what the model is (baseline, distilled, distilled_single, assistant, peer_alone, peer_mutual,
+exit, generation, generation_ensemble, member) and ``index`` which one (peer, exit, generation, assistant
+number); ``label`` is derived from both for people. Scores are fractions of the task's metric.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.core.batch import Inputs
+from distill.models.registry import count_parameters
+from distill.run.measure import cpu_latency_ms, file_size, mean_std
+from distill.strategies.registry import Row
+
+FORMAT_VERSION = 2
+LABELS = {
+    "baseline": "student, hard labels only",
+    "distilled": "student, distilled",
+    "distilled_single": "student, distilled from one ensemble member",
+    "assistant": "assistant {index}",
+    "peer_alone": "peer {index} alone",
+    "peer_mutual": "peer {index} mutual",
+    "exit": "exit {index}/{count}",
+    "generation": "generation {index}",
+    "generation_ensemble": "ensemble of generations 0-{index}",
+    "member": "ensemble member {index}",
+}
+
+
+def row_label(role: str, index: int | None, count: int) -> str:
+    """The table label of a (role, index); ``count`` is how many indices the role has."""
+    return LABELS.get(role, role.replace("_", " ") + ("" if index is None else " {index}")).format(
+        index=index, count=count
+    )
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes of a model's tensors (its safetensors file, give or take the header)."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
+
+
+def model_stats(model: nn.Module, probe: Inputs, weights: Any = None, repeats: int = 30) -> dict[str, Any]:
+    """Parameters (those a deployment keeps), bytes on disk and CPU latency of one model."""
+    deployed = getattr(model, "deployed_parameters", None)
+    return {
+        "parameters": deployed() if deployed else count_parameters(model),
+        "size_bytes": file_size(weights) if weights is not None else weights_bytes(model),
+        "cpu_latency_ms": cpu_latency_ms(model, probe, repeats=repeats),
+    }
+
+
+def _groups(rows: Sequence[Row]) -> dict[tuple[str, int | None], list[Row]]:
+    groups: dict[tuple[str, int | None], list[Row]] = {}
+    for row in rows:
+        groups.setdefault((row.role, row.index), []).append(row)
+    return groups
+
+
+def _seed_entry(row: Row) -> dict[str, Any]:
+    entry: dict[str, Any] = {"seed": row.seed, "score": row.score}
+    if row.weights is not None:
+        entry["weights"] = str(row.weights)
+    return entry
+
+
+def summarise(
+    rows: Sequence[Row],
+    describe: dict[str, Any],
+    probe: Inputs,
+    header: dict[str, Any],
+    teacher: Any = None,
+    teacher_score: float | None = None,
+    repeats: int = 30,
+) -> dict[str, Any]:
+    """results.json from the rows of a run; ``teacher`` is a TeacherModel or None (no teacher)."""
+    results: dict[str, Any] = {"format_version": FORMAT_VERSION, **header, **describe}
+    results["torch_threads"] = torch.get_num_threads()
+    teacher_ms = None
+    if teacher is not None:
+        stats = model_stats(teacher.model, probe, repeats=repeats)
+        stats["size_bytes"] = sum(file_size(path) for path in teacher.weights)
+        teacher_ms = stats["cpu_latency_ms"]
+        members = _groups([row for row in rows if row.role == "member"])
+        results["teacher"] = {"score": teacher_score, **stats}
+        if members:
+            results["teacher"]["members"] = [
+                _summary_row(key, group, probe, None, len(members), repeats) for key, group in members.items()
+            ]
+    students = [row for row in rows if row.role != "member"]
+    groups = _groups(students)
+    counts = {role: sum(1 for r, _ in groups if r == role) for role, _ in groups}
+    results["rows"] = [
+        _summary_row(key, group, probe, teacher_ms, counts[key[0]], repeats) for key, group in groups.items()
+    ]
+    by_role = {row["role"]: row for row in results["rows"] if row["index"] is None}
+    if "baseline" in by_role and "distilled" in by_role:
+        results["distillation_gain"] = by_role["distilled"]["score"]["mean"] - by_role["baseline"]["score"]["mean"]
+    return results
+
+
+def _summary_row(
+    key: tuple[str, int | None], group: list[Row], probe: Inputs, teacher_ms: float | None, count: int, repeats: int
+) -> dict[str, Any]:
+    role, index = key
+    first = group[0]
+    stats = model_stats(first.model, probe, first.weights, repeats)
+    if teacher_ms is not None:
+        stats["speedup"] = teacher_ms / stats["cpu_latency_ms"]
+    return {
+        "role": role,
+        "index": index,
+        "label": row_label(role, index, count),
+        "score": mean_std([row.score for row in group]),
+        "seeds": [_seed_entry(row) for row in group],
+        **stats,
+    }
+
+
+def find_row(results: dict[str, Any], role: str, index: int | None = None) -> dict[str, Any]:
+    """The entry of ``results["rows"]`` for (role, index); the error lists what there is."""
+    for row in results["rows"]:
+        if row["role"] == role and row["index"] == index:
+            return row
+    present = [(row["role"], row["index"]) for row in results["rows"]]
+    raise KeyError(f"results have no row ({role!r}, {index!r}); rows: {present}")

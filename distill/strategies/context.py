@@ -1,0 +1,208 @@
+"""What a strategy works with: the recipe, the task, and the one way to build, train and score models.
+
+:class:`RunContext` keeps the run folder's conventions in one place (``<out>/teacher/``,
+``<out>/seed-<s>/<role>/``), trains with the recipe's settings for each role, and turns the recipe's
+``distill:`` block into the objective between any teacher and student, so every strategy runs on
+every task through the same calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from distill.core.cache import TeacherCache
+from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
+from distill.core.schedules import as_schedule
+from distill.models.registry import ModelSpec, build_model
+from distill.strategies.registry import Row
+from distill.tasks.base import Task
+from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.trainer import Trainer
+
+
+@dataclass
+class TeacherModel:
+    """The teacher of a run: the model, its weights files and, for an ensemble, one row per member."""
+
+    model: nn.Module
+    weights: list[Path]
+    members: list[Row] = field(default_factory=list)
+
+
+def weights_of(run_dir: Path) -> Path:
+    """The model weights of a finished stage: its latest checkpoint's ``model.safetensors``."""
+    folder = latest_checkpoint(run_dir / "checkpoints")
+    if folder is None:
+        raise FileNotFoundError(f"{run_dir} has no checkpoint; the stage did not finish")
+    return folder / "model.safetensors"
+
+
+@dataclass
+class RunContext:
+    recipe: Any  # distill.run.recipe.Recipe (not imported: the run layer sits above strategies)
+    raw: dict
+    out: Path
+    task: Task
+    resume: bool = False
+    show_progress: bool = True
+    teacher_task: Task | None = None  # what the teacher trains on, when not the task (transfer sets)
+    _teacher: TeacherModel | None = None
+    _caches: dict[tuple[int, int], TeacherCache] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ models
+
+    def build(self, spec: ModelSpec, seed: int, source: nn.Module | None = None, task: Task | None = None) -> nn.Module:
+        """A fresh model of ``spec``, initialised from ``seed`` (derived from ``source`` where the kind does)."""
+        torch.manual_seed(seed)
+        return build_model(spec, (task or self.task).model_context(seed, source))
+
+    def build_student(self, seed: int, source: nn.Module | None = None, spec: ModelSpec | None = None) -> nn.Module:
+        return self.build(spec or self.recipe.student.model, seed, source)
+
+    def chain_specs(self) -> list[ModelSpec]:
+        """``student.chain`` as model specs: a number is the student's spec with that many layers."""
+        student = self.recipe.student.model
+        return [
+            step if isinstance(step, ModelSpec) else student.model_copy(update={"layers": step})
+            for step in self.recipe.student.chain
+        ]
+
+    # ------------------------------------------------------------------ training
+
+    def train(
+        self, objective: Any, run_dir: Path, seed: int, label: str, role: str = "student", task: Task | None = None
+    ) -> dict:
+        """Train ``objective`` with the recipe's ``<role>.train`` settings into ``run_dir`` (resumable)."""
+        task = task or self.task
+        settings = getattr(self.recipe, role).train
+        needs_index = getattr(objective, "needs_index", False)
+        trainer = Trainer(
+            objective,
+            eval_data=task.eval_split(),
+            settings=settings,
+            run_dir=run_dir,
+            seed=seed,
+            recipe=self.raw,
+            show_progress=self.show_progress,
+            description=label,
+            **task.trainer_options(settings, needs_index),
+        )
+        return trainer.fit(resume=self.resume)
+
+    def seed_dir(self, seed: int) -> Path:
+        return self.out / f"seed-{seed}"
+
+    def row(self, role: str, seed: int, model: nn.Module, run_dir: Path | None = None, index: int | None = None) -> Row:
+        """Score ``model`` on the task and record it (with its weights file when ``run_dir`` trained it)."""
+        weights = weights_of(run_dir) if run_dir is not None else None
+        return Row(role, seed, self.task.score(model), model, index, weights)
+
+    # ------------------------------------------------------------------ the teacher
+
+    def teacher(self) -> TeacherModel:
+        """The trained teacher, trained once per run (``teacher.checkpoint`` loads one instead)."""
+        if self._teacher is None:
+            ensemble = self.recipe.teacher.ensemble  # an EnsembleSpec trains its members itself
+            self._teacher = ensemble.train(self) if ensemble is not None else self._single_teacher()
+        return self._teacher
+
+    @property
+    def trained_teacher(self) -> TeacherModel | None:
+        """The teacher if the strategy used one (mutual learning and BYOT do not)."""
+        return self._teacher
+
+    def _single_teacher(self) -> TeacherModel:
+        spec = self.recipe.teacher
+        task = self.teacher_task or self.task
+        teacher = self.build(spec.model, spec.seed, task=task)
+        if spec.checkpoint:
+            load_module_weights(teacher, spec.checkpoint)
+            path = Path(spec.checkpoint)
+            return TeacherModel(teacher, [path / "model.safetensors" if path.is_dir() else path])
+        run_dir = self.out / "teacher"
+        self.train(SupervisedObjective(teacher), run_dir, spec.seed, "teacher", role="teacher", task=task)
+        return TeacherModel(teacher, [weights_of(run_dir)])
+
+    # ------------------------------------------------------------------ objectives
+
+    def objective(
+        self, teacher: nn.Module | None, student: nn.Module, spec: ModelSpec | None = None, task: Task | None = None
+    ) -> Any:
+        """What ``student`` trains on: its model kind's own objective if it has one (trees), else labels
+        alone (no teacher) or the recipe's ``distill:`` block from ``teacher``."""
+        spec = spec or self.recipe.student.model
+        own = spec.objective(student, teacher, self.recipe.distill)
+        if own is not None:
+            return own
+        if teacher is None:
+            return SupervisedObjective(student)
+        return self.distiller(teacher, student, task or self.task)
+
+    def distiller(self, teacher: nn.Module, student: nn.Module, task: Task) -> Distiller:
+        spec = self.recipe.distill
+        cache = None
+        if task.cache_teacher:  # one cache per teacher and training set, shared by every seed
+            cache = self._caches.setdefault((id(teacher), id(task.train)), TeacherCache())
+        return Distiller(
+            teacher,
+            student,
+            spec.response_loss,
+            spec.temperature,
+            spec.kd_weight,
+            spec.hard_weight,
+            feature_matches(spec.matches, student, teacher),
+            sample_inputs=task.sample_inputs(),
+            response_options=spec.response_options,
+            build_context=task.build_context(),
+            teacher_cache=cache,
+        )
+
+    def check_distillation(self) -> None:
+        """Build teacher, student and their objective untrained: a bad match fails now, not after training."""
+        recipe = self.recipe
+        teacher = self.build(recipe.teacher.model, recipe.teacher.seed)
+        self.objective(teacher, self.build_student(0, source=teacher))
+
+
+def feature_matches(specs: list[Any], student: nn.Module, teacher: nn.Module) -> list[FeatureMatch]:
+    """The recipe's matches as :class:`FeatureMatch` es; one with a ``layer_map`` pairs every student layer of
+    its kind with a teacher layer for these two transformers' depths."""
+    matches = []
+    for m in specs:
+        student_layers, teacher_layers = m.student, m.teacher
+        if m.layer_map is not None:
+            from distill.capture.hf_structure import layout_of
+            from distill.models.hf.student import layer_pairs
+
+            depths = layout_of(student).num_layers, layout_of(teacher).num_layers
+            student_layers, teacher_layers = layer_pairs(m.student, *depths, m.layer_map, m.embeddings)
+        weight = [as_schedule(w) for w in m.weight] if isinstance(m.weight, list) else as_schedule(m.weight)
+        matches.append(
+            FeatureMatch(
+                student_layers,
+                teacher_layers,
+                m.loss,
+                weight,
+                m.connector,
+                m.connector_hidden,
+                m.name,
+                m.options,
+                m.stage,
+                m.pretrain_epochs,
+            )
+        )
+    return matches
+
+
+PEER_SEED_STRIDE = 1000  # peer or generation i of seed s is initialised with seed s + 1000 i
+
+
+def check_single_student(recipe: Any, kind: str) -> None:
+    """Strategies that train their own set of networks take no ensemble teacher and no assistant chain."""
+    if recipe.teacher.ensemble or recipe.student.chain:
+        raise ValueError(f"strategy {kind!r} cannot be combined with teacher.ensemble or student.chain")

@@ -1,0 +1,89 @@
+"""In-memory tensor datasets (digits, MNIST, Fashion-MNIST, MNIST-1D) as a :class:`~distill.tasks.base.Task`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset, TensorDataset
+
+from distill.core.evaluation import accuracy_on, sample_batch
+from distill.core.method import BuildContext
+from distill.data import DataSplits, load_dataset, random_shift
+from distill.data.indexed import WithIndex
+from distill.models.registry import ModelContext
+
+if TYPE_CHECKING:
+    from distill.train.settings import TrainSettings
+
+LATENCY_BATCH = 256
+
+
+class TensorTask:
+    """Classification on tensors: scored by accuracy on the fixed test split."""
+
+    inputs = "tensor"
+    cache_teacher = False  # jitter may change the inputs each epoch
+    latency_repeats = 30
+
+    def __init__(self, data: DataSplits) -> None:
+        self.data = data
+        self.name = data.name
+        self.num_classes = data.num_classes
+        self.train: TensorDataset = data.train
+
+    def model_context(self, seed: int = 0, source: nn.Module | None = None) -> ModelContext:
+        return ModelContext(self.num_classes, input_shape=self.data.input_shape, source=source, seed=seed)
+
+    def eval_split(self) -> tuple[str, Dataset]:
+        return self.data.eval_split
+
+    def trainer_options(self, settings: TrainSettings, needs_index: bool = False) -> dict[str, Any]:
+        jitter = functools.partial(random_shift, max_shift=settings.jitter) if settings.jitter else None
+        return {"train_data": WithIndex(self.train) if needs_index else self.train, "input_transform": jitter}
+
+    def sample_inputs(self, count: int = 8) -> Tensor:
+        return sample_batch(self.train, count)
+
+    def score(self, model: nn.Module) -> float:
+        return accuracy_on(model, self.data.test)
+
+    def latency_probe(self) -> Tensor:
+        return sample_batch(self.data.test, LATENCY_BATCH)
+
+    def artefact_inputs(self) -> Tensor:
+        return self.data.test.tensors[0][:512]
+
+    def build_context(self) -> BuildContext:
+        labels = self.train.tensors[1].to(torch.long)
+        return BuildContext(num_examples=len(self.train), num_classes=self.num_classes, train_labels=labels)
+
+    def with_train(self, indices: Sequence[int] | None = None, labels: bool = True) -> TensorTask:
+        inputs, targets = self.train.tensors[:2]
+        if indices is not None:
+            chosen = torch.as_tensor(list(indices), dtype=torch.long)
+            inputs, targets = inputs[chosen], targets[chosen]
+        if not labels:
+            targets = torch.full_like(targets, -100)  # ignored by every loss: nothing can leak
+        return TensorTask(dataclasses.replace(self.data, train=TensorDataset(inputs, targets)))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.name,
+            "metric": "accuracy",
+            "metric_label": "test accuracy",
+            "train_examples": len(self.train),
+            "evaluation_examples": len(self.data.test),
+            "latency_probe": f"batch of {LATENCY_BATCH}",
+        }
+
+
+def load_tensor_task(recipe: Any, data_dir: str | None = None) -> TensorTask:
+    spec = recipe.data
+    return TensorTask(
+        load_dataset(spec.dataset, data_dir or spec.data_dir, spec.val_size, spec.train_subset, spec.split_seed)
+    )
