@@ -37,3 +37,14 @@ def tiny_inputs(batch: int = 3, length: int = 7, seed: int = 1) -> dict[str, tor
     for row in range(batch):
         mask[row, length - row :] = 0
     return {"input_ids": ids * mask, "attention_mask": mask}
+
+
+def save_tiny_bert_folder(folder) -> str:
+    """A 4-layer BERT with the packaged tokenizer's vocabulary, saved like any Hugging Face folder."""
+    from distill.models.hf.loading import packaged_minilm_path
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(packaged_minilm_path())
+    config = tiny_config(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
+    transformers.BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -165,7 +165,7 @@ class RunContext:
     def check_distillation(self) -> None:
         """Build teacher, student and their objective untrained: a bad match fails now, not after training."""
         recipe = self.recipe
-        teacher = self.build(recipe.teacher.model, recipe.teacher.seed)
+        teacher = self.build(recipe.teacher.model, recipe.teacher.seed)  # an ensemble's members share its kind
         self.objective(teacher, self.build_student(0, source=teacher))
 
 

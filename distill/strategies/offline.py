@@ -43,7 +43,9 @@ class Offline(StrategySpec):
 
     def _seed(self, context: RunContext, teacher: nn.Module, distil_task: Any, seed: int) -> list[Row]:
         recipe, seed_dir = context.recipe, context.seed_dir(seed)
-        initial = context.build_student(seed, source=teacher)
+        # A student derived from its teacher (a shrunk transformer) derives from an ensemble's first member.
+        source = teacher.members[0] if isinstance(teacher, EnsembleTeacher) else teacher
+        initial = context.build_student(seed, source=source)
         rows, previous = [], teacher
         for index, spec in enumerate(context.chain_specs()):
             assistant = context.build(spec, seed, source=previous)
