@@ -18,7 +18,7 @@ from distill.losses.registry import UnknownLossError
 from distill.models import build_model, count_parameters
 from distill.report import print_table
 from distill.run.recipe import Recipe, RecipeError, load_recipe
-from distill.run.runner import build_teacher, load_data, make_context, run_recipe
+from distill.run.runner import load_data, make_context, run_recipe
 from distill.train import NonFiniteLossError
 from distill.train.checkpoint import latest_checkpoint, load_module_weights
 
@@ -121,7 +121,7 @@ def train_teacher(
     """Train only the recipe's teacher (reuse it later with teacher.checkpoint=<out>/teacher/checkpoints/...)."""
     spec, raw, out = _load_for_run(recipe, overrides, out, resume)
     context = make_context(spec, raw, out, resume, data_dir, show_progress=not quiet)
-    teacher = build_teacher(context)
+    teacher = context.teacher()
     label = context.task.describe()["metric_label"]
     weights = ", ".join(str(path) for path in teacher.weights)
     console.print(

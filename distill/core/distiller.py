@@ -1,11 +1,8 @@
 """Compose a frozen teacher, a student and feature matches into one loss per batch.
 
-An *objective* is what the Trainer optimises. It exposes
-``trainable`` (the one nn.Module handed to Accelerate), ``losses(model, batch, step, total_steps)``
-(a dict of named loss terms plus ``total``), ``predict(model, inputs)`` (logits for evaluation),
-``parts(model)`` (the modules a checkpoint saves), ``to(device)`` (for what lives outside
-``trainable``, such as the teacher) and optionally ``stages()`` (pre-training stages the Trainer
-runs first). ``Distiller`` distils; ``SupervisedObjective`` trains on labels.
+:class:`Distiller` is an :class:`~distill.core.objective.Objective` (the protocol the Trainer calls);
+:class:`PretrainObjective` is its pre-training stage, which trains the matches that declare one alone
+before distillation proper. ``SupervisedObjective`` (labels alone) is re-exported from the protocol's module.
 """
 
 from __future__ import annotations
@@ -31,10 +28,18 @@ from distill.core.matches import (
     sequence_mask,
 )
 from distill.core.method import BuildContext, StepContext
+from distill.core.objective import Objective, Stage, SupervisedObjective
 from distill.core.schedules import Schedule, ScheduleLike, as_schedule
-from distill.core.stages import PretrainObjective, Stage
 
-__all__ = ["Distiller", "FeatureMatch", "StudentWithConnectors", "SupervisedObjective", "freeze"]
+__all__ = [
+    "Distiller",
+    "FeatureMatch",
+    "Objective",
+    "PretrainObjective",
+    "StudentWithConnectors",
+    "SupervisedObjective",
+    "freeze",
+]
 
 
 def _key(index: int) -> str:
@@ -288,24 +293,39 @@ def _probe(model: nn.Module, names: Sequence[str], sample_inputs: Inputs) -> dic
         model.train(was_training)
 
 
-class SupervisedObjective:
-    """Plain training on labels (a teacher, or a student baseline): total = CE(logits, labels)."""
+class PretrainObjective:
+    """Trains only the given matches of a Distiller, on their pre-training losses, summed by weight.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.trainable = model
+    The trainable module is the Distiller's own, so what this stage learns is what the main run
+    starts from; parameters that no stage loss touches get no gradient and stay as they are.
+    """
 
-    def to(self, device: torch.device) -> SupervisedObjective:
+    def __init__(self, distiller: Distiller, indices: Sequence[int]) -> None:
+        self.distiller = distiller
+        self.indices = list(indices)
+        self.trainable = distiller.trainable
+
+    def to(self, device: torch.device) -> PretrainObjective:
+        self.distiller.to(device)
         return self
 
     def parts(self, model: nn.Module) -> dict[str, nn.Module]:
-        return {"model": model}
+        return self.distiller.parts(model)
 
     def predict(self, model: nn.Module, inputs: Inputs) -> Tensor:
-        return logits_of(call_model(model, inputs))
+        return self.distiller.predict(model, inputs)
 
     def losses(
         self, model: nn.Module, batch: Batch, step: int = 0, total_steps: int | None = None
     ) -> dict[str, Tensor]:
-        logits = logits_of(call_model(model, batch.inputs))
-        loss = loss_registry.hard_ce_loss(logits, batch.labels)
-        return {"hard_ce": loss, "total": loss}
+        teacher_logits, teacher_features = self.distiller.teacher_outputs(batch.inputs, self.indices)
+        context = self.distiller.step_context(batch, teacher_logits, step, total_steps)
+        _, match_terms = model(batch.inputs, teacher_features, context, self.indices, True)
+        terms: dict[str, Tensor] = {}
+        total = teacher_logits.new_zeros(())
+        for index in self.indices:
+            match = self.distiller.built[index]
+            terms[match.term_name] = match_terms[match.term_name]
+            total = total + match.weight(step, total_steps) * terms[match.term_name]
+        terms["total"] = total
+        return terms

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from distill.losses import transformer  # noqa: F401  (registers attention_ce, attention_mse_tinybert, pkd, ...)
 from distill.losses.attention import attention_kl_loss, attention_mse_loss
+from distill.losses.dkd_dist import dist_loss, dkd_loss
 from distill.losses.feature import cosine_loss, hidden_mse_loss, hint_loss
 from distill.losses.feature_maps import ab_loss, at_loss, fsp_loss, nst_loss, sad_loss
 from distill.losses.registry import Knowledge, LossInfo, UnknownLossError, get, info, names, register, unregister
 from distill.losses.relation import cc_loss, pkt_loss, rkd_angle_loss, rkd_distance_loss, sp_loss
-from distill.losses.response import dist_loss, dkd_loss, hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
+from distill.losses.response import hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
 
 __all__ = [
     "Knowledge",

@@ -7,7 +7,7 @@ imported only when one is built) and python (the user's own factory).
 from distill.models import factory, multi_exit  # noqa: F401  (register python, multi_exit)
 from distill.models.cnn1d import CNN1dSpec, SmallCNN1d
 from distill.models.hf.spec import HFSpec
-from distill.models.mlp import MLP, CNNSpec, MLPSpec, SmallCNN, apply_max_norm
+from distill.models.mlp import MLP, CNNSpec, MLPSpec, SmallCNN
 from distill.models.registry import (
     AnyModelSpec,
     ModelContext,
@@ -21,7 +21,8 @@ from distill.models.registry import (
     spec_class,
     unregister_model,
 )
-from distill.models.soft_tree import SoftDecisionTree, TreeSpec
+from distill.models.soft_tree import SoftDecisionTree
+from distill.models.soft_tree_objective import SoftTreeObjective, TreeSpec
 
 __all__ = [
     "MLP",
@@ -35,8 +36,8 @@ __all__ = [
     "SmallCNN",
     "SmallCNN1d",
     "SoftDecisionTree",
+    "SoftTreeObjective",
     "TreeSpec",
-    "apply_max_norm",
     "build_model",
     "count_parameters",
     "kinds",

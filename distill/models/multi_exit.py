@@ -28,8 +28,8 @@ class ExitOutputs(NamedTuple):
 class ExitHead(nn.Module):
     """One exit: ``bottleneck`` (block output -> feature ``(B, D)``) then ``head = Linear(D, num_classes)``.
 
-    The classifier is named ``head`` so that the max-norm constraint (``apply_max_norm``) skips it, as
-    it skips a plain MLP's classifier.
+    The classifier is named ``head`` so that the max-norm constraint
+    (``distill.train.constraints.apply_max_norm``) skips it, as it skips a plain MLP's classifier.
     """
 
     def __init__(self, bottleneck: nn.Module, feature_dim: int, num_classes: int) -> None:

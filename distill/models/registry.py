@@ -21,12 +21,12 @@ import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 from torch import nn
 
-from distill.names import unknown_name_message
+from distill.kinds import KindRegistry
 
 DEFAULT_KIND = "mlp"
 Inputs = Literal["tensor", "tokens", "any"]
@@ -57,11 +57,7 @@ class ModelSpec(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _by_kind(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
-        if cls is not ModelSpec or isinstance(value, ModelSpec):
-            return handler(value)
-        if not isinstance(value, dict):
-            raise ValueError(f"a model is a mapping with a kind (one of {kinds()}), got {type(value).__name__}")
-        return spec_class(value.get("kind", DEFAULT_KIND)).model_validate(value)
+        return _KINDS.validate_by_kind(ModelSpec, cls, value, handler)
 
     def build(self, context: ModelContext) -> nn.Module:
         raise NotImplementedError(f"model kind {self.kind!r} has no builder")
@@ -79,38 +75,11 @@ class ModelSpec(BaseModel):
 
 
 AnyModelSpec = SerializeAsAny[ModelSpec]  # dumps the subclass's fields, not only the base's
-SpecType = TypeVar("SpecType", bound=type[ModelSpec])
-_KINDS: dict[str, type[ModelSpec]] = {}
-
-
-def register_model(kind: str) -> Callable[[SpecType], SpecType]:
-    """Register a :class:`ModelSpec` subclass under ``kind`` (its ``kind`` field must default to it)."""
-
-    def decorator(spec: SpecType) -> SpecType:
-        default = spec.model_fields["kind"].default
-        if default != kind:
-            raise ValueError(f"model spec {spec.__name__}: its kind field must default to {kind!r}, got {default!r}")
-        if kind in _KINDS and _KINDS[kind] is not spec:
-            raise ValueError(f"model kind {kind!r} is already registered to {_KINDS[kind].__name__}")
-        _KINDS[kind] = spec
-        return spec
-
-    return decorator
-
-
-def unregister_model(kind: str) -> None:
-    """Forget a kind (tests that register a toy kind clean up with this)."""
-    _KINDS.pop(kind, None)
-
-
-def kinds() -> list[str]:
-    return sorted(_KINDS)
-
-
-def spec_class(kind: str) -> type[ModelSpec]:
-    if kind not in _KINDS:
-        raise ValueError(unknown_name_message("model kind", kind, kinds()))
-    return _KINDS[kind]
+_KINDS: KindRegistry[type[ModelSpec]] = KindRegistry("model kind", DEFAULT_KIND)
+register_model = _KINDS.register  # @register_model("mlp") on a ModelSpec subclass
+unregister_model = _KINDS.unregister
+kinds = _KINDS.names
+spec_class = _KINDS.get
 
 
 def model_spec(kind: str = DEFAULT_KIND, **fields: Any) -> ModelSpec:

@@ -25,15 +25,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import Tensor, nn
-
-from distill.models.registry import ModelContext, ModelSpec, register_model
 
 
 @dataclass
@@ -212,47 +207,3 @@ class SoftDecisionTree(nn.Module):
         leaf = self._route(x)[3].argmax(dim=1)
         leaves = F.log_softmax(self.leaf_logits, dim=-1) if log else self.leaf_distributions()
         return leaves[leaf]
-
-
-@register_model("tree")
-class TreeSpec(ModelSpec):
-    """``kind: tree``: a :class:`SoftDecisionTree` of ``depth`` levels, inverse temperature
-    ``inverse_temperature``, routing penalty ``penalty_strength`` decayed by ``penalty_decay`` per level.
-    It trains on its own objective (``leaf_loss``: ``mixture`` or ``path_weighted``, see
-    :class:`~distill.models.soft_tree_objective.SoftTreeObjective`), and draws ``tree.png`` when distilled."""
-
-    kind: Literal["tree"] = "tree"
-    depth: int = Field(8, ge=1, le=12)
-    inverse_temperature: float = Field(1.0, gt=0)
-    penalty_strength: float = Field(0.1, ge=0)
-    penalty_decay: float = Field(0.5, gt=0, le=1)
-    leaf_loss: Literal["mixture", "path_weighted"] = "mixture"
-
-    def build(self, context: ModelContext) -> nn.Module:
-        if context.input_shape is None:
-            raise ValueError("model kind 'tree' reads tensors of a fixed shape; this task gives none")
-        return SoftDecisionTree(
-            context.input_shape,
-            context.num_classes,
-            self.depth,
-            self.inverse_temperature,
-            self.penalty_strength,
-            self.penalty_decay,
-        )
-
-    def objective(self, model: nn.Module, teacher: nn.Module | None, distill: Any) -> Any:
-        from distill.models.soft_tree_objective import SoftTreeObjective
-
-        hard = None if teacher is None else distill.hard_weight
-        return SoftTreeObjective(
-            model, teacher, distill.temperature, distill.kd_weight, hard_weight=hard, leaf_loss=self.leaf_loss
-        )
-
-    def write_artefacts(self, model: nn.Module, inputs: Tensor, run_dir: Path) -> None:
-        """``tree.png``: the learned filters (as pictures for single-channel images) and leaf distributions."""
-        from distill.report.tree import plot_soft_tree
-
-        shape = tuple(inputs.shape[1:])
-        spatial = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
-        image = (int(spatial[0]), int(spatial[1])) if len(spatial) == 2 else None
-        plot_soft_tree(model, image, run_dir / "tree.png", max_depth=min(model.depth, 4), inputs=inputs[:512])

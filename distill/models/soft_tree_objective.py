@@ -1,6 +1,7 @@
-"""Train a soft decision tree on labels or distil a network into it (Frosst & Hinton 2017).
+"""Train a soft decision tree on labels or distil a network into it (Frosst & Hinton 2017); ``kind: tree``.
 
-The objective follows the Trainer's protocol (see :mod:`distill.core.distiller`). With ``T`` the targets
+:class:`TreeSpec` builds the tree and gives it this objective. The objective follows the Trainer's
+protocol (:class:`~distill.core.objective.Objective`). With ``T`` the targets
 (one-hot labels, or the frozen teacher's ``softmax(z_T / temperature)``), ``P^l`` the path
 probabilities and ``Q_l`` the leaf distributions of :class:`~distill.models.soft_tree.SoftDecisionTree`::
 
@@ -22,19 +23,20 @@ mixture and is used as it is.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from distill.core.batch import Batch, Inputs, logits_of
 from distill.core.distiller import freeze
 from distill.core.schedules import Schedule, ScheduleLike, as_schedule
 from distill.losses import hard_ce_loss, soft_ce_loss
-
-if TYPE_CHECKING:  # models sit below strategies in the layering; the tree is only duck-typed here
-    from distill.models.soft_tree import TreeOutput
+from distill.models.registry import ModelContext, ModelSpec, register_model
+from distill.models.soft_tree import SoftDecisionTree, TreeOutput
 
 LeafLoss = Literal["mixture", "path_weighted"]
 Prediction = Literal["mixture", "max_path"]
@@ -155,3 +157,45 @@ class SoftTreeObjective:
         valid = labels != -100  # the library's ignore index, as in hard_ce
         targets = F.one_hot(labels[valid].long(), output.log_leaves.shape[1]).to(output.log_leaves.dtype)
         return path_weighted_ce(output.log_paths[valid], output.log_leaves, targets)
+
+
+@register_model("tree")
+class TreeSpec(ModelSpec):
+    """``kind: tree``: a :class:`SoftDecisionTree` of ``depth`` levels, inverse temperature
+    ``inverse_temperature``, routing penalty ``penalty_strength`` decayed by ``penalty_decay`` per level.
+    It trains on its own objective (``leaf_loss``: ``mixture`` or ``path_weighted``, see
+    :class:`~distill.models.soft_tree_objective.SoftTreeObjective`), and draws ``tree.png`` when distilled."""
+
+    kind: Literal["tree"] = "tree"
+    depth: int = Field(8, ge=1, le=12)
+    inverse_temperature: float = Field(1.0, gt=0)
+    penalty_strength: float = Field(0.1, ge=0)
+    penalty_decay: float = Field(0.5, gt=0, le=1)
+    leaf_loss: Literal["mixture", "path_weighted"] = "mixture"
+
+    def build(self, context: ModelContext) -> nn.Module:
+        if context.input_shape is None:
+            raise ValueError("model kind 'tree' reads tensors of a fixed shape; this task gives none")
+        return SoftDecisionTree(
+            context.input_shape,
+            context.num_classes,
+            self.depth,
+            self.inverse_temperature,
+            self.penalty_strength,
+            self.penalty_decay,
+        )
+
+    def objective(self, model: nn.Module, teacher: nn.Module | None, distill: Any) -> Any:
+        hard = None if teacher is None else distill.hard_weight
+        return SoftTreeObjective(
+            model, teacher, distill.temperature, distill.kd_weight, hard_weight=hard, leaf_loss=self.leaf_loss
+        )
+
+    def write_artefacts(self, model: nn.Module, inputs: Tensor, run_dir: Path) -> None:
+        """``tree.png``: the learned filters (as pictures for single-channel images) and leaf distributions."""
+        from distill.report.tree import plot_soft_tree
+
+        shape = tuple(inputs.shape[1:])
+        spatial = shape[1:] if len(shape) == 3 and shape[0] == 1 else shape
+        image = (int(spatial[0]), int(spatial[1])) if len(spatial) == 2 else None
+        plot_soft_tree(model, image, run_dir / "tree.png", max_depth=min(model.depth, 4), inputs=inputs[:512])

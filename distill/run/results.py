@@ -25,7 +25,7 @@ from torch import nn
 from distill.core.batch import Inputs
 from distill.models.registry import count_parameters
 from distill.run.measure import cpu_latency_ms, file_size, mean_std
-from distill.strategies.registry import Row
+from distill.strategies.rows import Row
 
 FORMAT_VERSION = 2
 LABELS = {

@@ -21,7 +21,7 @@ import yaml
 
 from distill.run.recipe import Recipe
 from distill.run.results import summarise
-from distill.strategies.context import RunContext, TeacherModel
+from distill.strategies.context import RunContext
 from distill.tasks.base import Task
 from distill.tasks.registry import load_task
 from distill.train.checkpoint import atomic_write_json, atomic_write_text
@@ -36,11 +36,6 @@ def make_context(
     recipe: Recipe, raw: dict, out: Path, resume: bool = False, data_dir: str | None = None, show_progress: bool = True
 ) -> RunContext:
     return RunContext(recipe, raw, Path(out), load_data(recipe, data_dir), resume, show_progress)
-
-
-def build_teacher(context: RunContext) -> TeacherModel:
-    """Train (or load) the recipe's teacher into ``<out>/teacher`` (``distill train-teacher``)."""
-    return context.teacher()
 
 
 def run_recipe(

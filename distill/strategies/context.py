@@ -19,7 +19,7 @@ from distill.core.cache import TeacherCache
 from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.core.schedules import as_schedule
 from distill.models.registry import ModelSpec, build_model
-from distill.strategies.registry import Row
+from distill.strategies.rows import Row
 from distill.tasks.base import Task
 from distill.train.checkpoint import latest_checkpoint, load_module_weights
 from distill.train.trainer import Trainer

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from torch import nn
 
+from distill.strategies.chain import run_chain
 from distill.strategies.context import RunContext
 from distill.strategies.ensemble import EnsembleTeacher
 from distill.strategies.registry import Row, StrategySpec, register_strategy
@@ -41,19 +42,31 @@ class Offline(StrategySpec):
             rows += self._seed(context, teacher.model, tasks.distil, seed)
         return rows
 
+    def _through_chain(
+        self, context: RunContext, teacher: nn.Module, task: Any, seed: int, rows: list[Row]
+    ) -> nn.Module:
+        """Distil the assistants of ``student.chain`` in turn (each from the one before); append their rows and
+        return the last one, the student's teacher."""
+        specs = context.chain_specs()
+
+        def build(previous: nn.Module, spec: Any) -> nn.Module:
+            return context.build(spec, seed, source=previous)
+
+        def distil(previous: nn.Module, assistant: nn.Module, index: int) -> None:
+            run_dir = context.seed_dir(seed) / f"assistant-{index}"
+            objective = context.objective(previous, assistant, specs[index], task)
+            context.train(objective, run_dir, seed, f"assistant {index} s{seed}", task=task)
+            rows.append(context.row("assistant", seed, assistant, run_dir, index))
+
+        return run_chain(teacher, specs, build, distil)[-1].model
+
     def _seed(self, context: RunContext, teacher: nn.Module, distil_task: Any, seed: int) -> list[Row]:
         recipe, seed_dir = context.recipe, context.seed_dir(seed)
         # A student derived from its teacher (a shrunk transformer) derives from an ensemble's first member.
         source = teacher.members[0] if isinstance(teacher, EnsembleTeacher) else teacher
         initial = context.build_student(seed, source=source)
-        rows, previous = [], teacher
-        for index, spec in enumerate(context.chain_specs()):
-            assistant = context.build(spec, seed, source=previous)
-            run_dir = seed_dir / f"assistant-{index}"
-            objective = context.objective(previous, assistant, spec, distil_task)
-            context.train(objective, run_dir, seed, f"assistant {index} s{seed}", task=distil_task)
-            rows.append(context.row("assistant", seed, assistant, run_dir, index))
-            previous = assistant
+        rows: list[Row] = []
+        previous = self._through_chain(context, teacher, distil_task, seed, rows) if recipe.student.chain else teacher
         # A student derived from its teacher (a shrunk transformer) starts from the last assistant's layers.
         start = initial if previous is teacher else context.build_student(seed, source=previous)
         runs: list[tuple[str, nn.Module | None, nn.Module]] = []
@@ -66,10 +79,27 @@ class Offline(StrategySpec):
             student = copy.deepcopy(weights)  # every role starts from the same weights
             task = context.task if role_teacher is None else distil_task
             run_dir = seed_dir / role.replace("_", "-")
-            context.train(
-                context.objective(role_teacher, student, task=task), run_dir, seed, f"{role} s{seed}", task=task
-            )
+            objective = context.objective(role_teacher, student, task=task)
+            context.train(objective, run_dir, seed, f"{role} s{seed}", task=task)
             rows.append(context.row(role, seed, student, run_dir))
             if role == "distilled" and (inputs := context.task.artefact_inputs()) is not None:
                 recipe.student.model.write_artefacts(student, inputs, run_dir)
         return rows
+
+    def _through_chain(
+        self, context: RunContext, teacher: nn.Module, task: Any, seed: int, rows: list[Row]
+    ) -> nn.Module:
+        """Distil the assistants of ``student.chain`` in turn (each from the one before); append their rows and
+        return the last one, the student's teacher."""
+        specs = context.chain_specs()
+
+        def build(previous: nn.Module, spec: Any) -> nn.Module:
+            return context.build(spec, seed, source=previous)
+
+        def distil(previous: nn.Module, assistant: nn.Module, index: int) -> None:
+            run_dir = context.seed_dir(seed) / f"assistant-{index}"
+            objective = context.objective(previous, assistant, specs[index], task)
+            context.train(objective, run_dir, seed, f"assistant {index} s{seed}", task=task)
+            rows.append(context.row("assistant", seed, assistant, run_dir, index))
+
+        return run_chain(teacher, specs, build, distil)[-1].model

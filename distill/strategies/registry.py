@@ -17,33 +17,17 @@ kind lists the registered ones, a field of another kind is an unknown key with t
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, SerializeAsAny, model_validator
-from torch import nn
 
-from distill.names import unknown_name_message
+from distill.kinds import KindRegistry
+from distill.strategies.rows import Row
 
 if TYPE_CHECKING:
     from distill.strategies.context import RunContext
 
 DEFAULT_STRATEGY = "offline"
-
-
-@dataclass
-class Row:
-    """One trained model of a run, for one seed: what it is (``role``, and ``index`` for peers, exits,
-    generations and assistants), its score, the model itself and its weights file. The runner measures
-    parameters, size and latency from ``model``; rows of one (role, index) over seeds form a table row."""
-
-    role: str
-    seed: int
-    score: float
-    model: nn.Module
-    index: int | None = None
-    weights: Path | None = None
 
 
 class StrategySpec(BaseModel):
@@ -55,11 +39,7 @@ class StrategySpec(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _by_kind(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
-        if cls is not StrategySpec or isinstance(value, StrategySpec):
-            return handler(value)
-        if not isinstance(value, dict):
-            raise ValueError(f"a strategy is a mapping with a kind (one of {strategy_names()}), got {value!r}")
-        return strategy_class(value.get("kind", DEFAULT_STRATEGY)).model_validate(value)
+        return _STRATEGIES.validate_by_kind(StrategySpec, cls, value, handler)
 
     def check(self, recipe: Any) -> None:
         """Raise ValueError when the recipe's other sections do not fit this strategy."""
@@ -74,34 +54,8 @@ class StrategySpec(BaseModel):
 
 
 AnyStrategySpec = SerializeAsAny[StrategySpec]
-SpecType = TypeVar("SpecType", bound=type[StrategySpec])
-_STRATEGIES: dict[str, type[StrategySpec]] = {}
-
-
-def register_strategy(kind: str) -> Callable[[SpecType], SpecType]:
-    """Register a :class:`StrategySpec` subclass under ``kind`` (its ``kind`` field must default to it)."""
-
-    def decorator(spec: SpecType) -> SpecType:
-        default = spec.model_fields["kind"].default
-        if default != kind:
-            raise ValueError(f"strategy {spec.__name__}: its kind field must default to {kind!r}, got {default!r}")
-        if kind in _STRATEGIES and _STRATEGIES[kind] is not spec:
-            raise ValueError(f"strategy {kind!r} is already registered to {_STRATEGIES[kind].__name__}")
-        _STRATEGIES[kind] = spec
-        return spec
-
-    return decorator
-
-
-def unregister_strategy(kind: str) -> None:
-    _STRATEGIES.pop(kind, None)
-
-
-def strategy_names() -> list[str]:
-    return sorted(_STRATEGIES)
-
-
-def strategy_class(kind: str) -> type[StrategySpec]:
-    if kind not in _STRATEGIES:
-        raise ValueError(unknown_name_message("strategy kind", kind, strategy_names()))
-    return _STRATEGIES[kind]
+_STRATEGIES: KindRegistry[type[StrategySpec]] = KindRegistry("strategy kind", DEFAULT_STRATEGY)
+register_strategy = _STRATEGIES.register  # @register_strategy("mutual") on a StrategySpec subclass
+unregister_strategy = _STRATEGIES.unregister
+strategy_names = _STRATEGIES.names
+strategy_class = _STRATEGIES.get

@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, TensorDataset
 from distill.core.evaluation import accuracy_on, sample_batch
 from distill.core.method import BuildContext
 from distill.data import DataSplits, load_dataset, random_shift
-from distill.data.indexed import WithIndex
+from distill.data.indexed import WithIndex, train_labels
 from distill.models.registry import ModelContext
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class TensorTask:
         return self.data.test.tensors[0][:512]
 
     def build_context(self) -> BuildContext:
-        labels = self.train.tensors[1].to(torch.long)
+        labels = train_labels(self.data)
         return BuildContext(num_examples=len(self.train), num_classes=self.num_classes, train_labels=labels)
 
     def with_train(self, indices: Sequence[int] | None = None, labels: bool = True) -> TensorTask:

@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from distill.core.batch import Batch, as_batch
 from distill.core.evaluation import Metric, evaluate
-from distill.models.mlp import apply_max_norm
 from distill.train.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
+from distill.train.constraints import apply_max_norm
 from distill.train.progress import TrainingProgress
 from distill.train.settings import TrainSettings
 
@@ -264,7 +264,7 @@ class Trainer:
         return record
 
     def _run_stages(self, resume: bool) -> None:
-        """Pre-training stages the objective declares (see ``distill.core.stages``), each a full run of its own."""
+        """Pre-training stages the objective declares (``distill.core.objective.Stage``), each a full run."""
         stages = getattr(self.objective, "stages", None)
         for stage in stages() if stages else []:
             Trainer(
