@@ -9,7 +9,6 @@ trainable parts live in ``distill.methods``, which itself imports ``distill.core
 from __future__ import annotations
 
 import importlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar, get_args
@@ -40,7 +39,6 @@ _BUILTIN_PROVIDERS: tuple[str, ...] = (
 )
 _providers_loaded = False  # all providers imported
 _providers_loading = False  # set before importing them: a lookup during that import must not recurse
-_providers_lock = threading.RLock()  # other threads wait for the load; the loading thread re-enters
 
 
 @dataclass(frozen=True)
@@ -147,23 +145,20 @@ def _load_providers() -> None:
 
     ``_providers_loading`` is set *before* importing: ``distill.methods`` imports this registry (and
     may, through ``distill.core``, look a loss up) while it is being loaded; such a nested call sees
-    the flag and returns at once with what is registered so far instead of importing again. Other
-    threads wait on the lock until the load is complete. A failed import leaves the providers
-    unloaded, so the next lookup retries and shows the same error instead of a misleading unknown name.
+    the flag and returns at once with what is registered so far instead of importing again. A failed
+    import leaves the providers unloaded, so the next lookup retries and shows the same error instead of
+    a misleading unknown name. (Python's import lock already serialises imports across threads.)
     """
     global _providers_loaded, _providers_loading
-    if _providers_loaded:
+    if _providers_loaded or _providers_loading:
         return
-    with _providers_lock:
-        if _providers_loaded or _providers_loading:
-            return
-        _providers_loading = True
-        try:
-            for module in _BUILTIN_PROVIDERS:
-                importlib.import_module(module)
-            _providers_loaded = True
-        finally:
-            _providers_loading = False
+    _providers_loading = True
+    try:
+        for module in _BUILTIN_PROVIDERS:
+            importlib.import_module(module)
+        _providers_loaded = True
+    finally:
+        _providers_loading = False
 
 
 def names() -> list[str]:

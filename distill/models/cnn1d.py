@@ -86,6 +86,4 @@ class CNN1dSpec(ModelSpec):
     convs_per_block: int = Field(1, ge=1)
 
     def build(self, context: ModelContext) -> nn.Module:
-        if context.input_shape is None:
-            raise ValueError("model kind 'cnn1d' reads tensors of a fixed shape; this task gives none (use kind hf)")
-        return SmallCNN1d(context.input_shape, self.channels, context.num_classes, self.convs_per_block)
+        return SmallCNN1d(context.tensor_shape(self.kind), self.channels, context.num_classes, self.convs_per_block)

@@ -87,7 +87,7 @@ class MLPSpec(ModelSpec):
     input_dropout: float = Field(0.0, ge=0, lt=1)
 
     def build(self, context: ModelContext) -> nn.Module:
-        shape = _tensor_shape(self.kind, context)
+        shape = context.tensor_shape(self.kind)
         return MLP(shape, self.hidden, context.num_classes, dropout=self.dropout, input_dropout=self.input_dropout)
 
 
@@ -99,10 +99,4 @@ class CNNSpec(ModelSpec):
     channels: list[int] = Field(default_factory=lambda: [16, 32])
 
     def build(self, context: ModelContext) -> nn.Module:
-        return SmallCNN(_tensor_shape(self.kind, context), self.channels, context.num_classes)
-
-
-def _tensor_shape(kind: str, context: ModelContext) -> tuple[int, ...]:
-    if context.input_shape is None:
-        raise ValueError(f"model kind {kind!r} reads tensors of a fixed shape; this task gives none (use kind hf)")
-    return context.input_shape
+        return SmallCNN(context.tensor_shape(self.kind), self.channels, context.num_classes)

@@ -223,9 +223,7 @@ class MultiExitSpec(ModelSpec):
     backbone: AnyModelSpec = MLPSpec()
 
     def build(self, context: ModelContext) -> nn.Module:
-        spec, shape = self.backbone, context.input_shape
-        if shape is None:
-            raise ValueError("model kind 'multi_exit' reads tensors of a fixed shape; this task gives none")
+        spec, shape = self.backbone, context.tensor_shape(self.kind)
         if isinstance(spec, MLPSpec):
             return multi_exit_mlp(shape, spec.hidden, context.num_classes, spec.dropout)
         if isinstance(spec, CNN1dSpec):

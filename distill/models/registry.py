@@ -45,6 +45,12 @@ class ModelContext:
     source: nn.Module | None = None
     seed: int = 0
 
+    def tensor_shape(self, kind: str) -> tuple[int, ...]:
+        """The input shape a tensor model needs; a text task has none, which the error says."""
+        if self.input_shape is None:
+            raise ValueError(f"model kind {kind!r} reads tensors of a fixed shape; this task gives none (use kind hf)")
+        return self.input_shape
+
 
 class ModelSpec(BaseModel):
     """Base of every model kind's spec. Validating a mapping against ``ModelSpec`` picks the registered

@@ -174,10 +174,8 @@ class TreeSpec(ModelSpec):
     leaf_loss: Literal["mixture", "path_weighted"] = "mixture"
 
     def build(self, context: ModelContext) -> nn.Module:
-        if context.input_shape is None:
-            raise ValueError("model kind 'tree' reads tensors of a fixed shape; this task gives none")
         return SoftDecisionTree(
-            context.input_shape,
+            context.tensor_shape(self.kind),
             context.num_classes,
             self.depth,
             self.inverse_temperature,

@@ -42,6 +42,12 @@ def weights_of(run_dir: Path) -> Path:
     return folder / "model.safetensors"
 
 
+def checkpoint_weights(path: str | Path) -> Path:
+    """The weights file a user's checkpoint names: a .safetensors file, or a folder's model.safetensors."""
+    path = Path(path)
+    return path / "model.safetensors" if path.is_dir() else path
+
+
 @dataclass
 class RunContext:
     recipe: Any  # distill.run.recipe.Recipe (not imported: the run layer sits above strategies)
@@ -122,8 +128,7 @@ class RunContext:
         teacher = self.build(spec.model, spec.seed, task=task)
         if spec.checkpoint:
             load_module_weights(teacher, spec.checkpoint)
-            path = Path(spec.checkpoint)
-            return TeacherModel(teacher, [path / "model.safetensors" if path.is_dir() else path])
+            return TeacherModel(teacher, [checkpoint_weights(spec.checkpoint)])
         run_dir = self.out / "teacher"
         self.train(SupervisedObjective(teacher), run_dir, spec.seed, "teacher", role="teacher", task=task)
         return TeacherModel(teacher, [weights_of(run_dir)])

@@ -17,7 +17,6 @@ layer would it be?), so use it as a response-level teacher.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -27,7 +26,7 @@ from torch import Tensor, nn
 from distill.core.batch import Inputs, call_model, logits_of
 from distill.core.distiller import SupervisedObjective
 from distill.models.registry import AnyModelSpec
-from distill.strategies.context import RunContext, TeacherModel, weights_of
+from distill.strategies.context import RunContext, TeacherModel, checkpoint_weights, weights_of
 from distill.train.checkpoint import load_module_weights
 from distill.train.settings import StrictModel
 
@@ -112,8 +111,7 @@ class EnsembleSpec(StrictModel):
             run_dir = None
             if self.checkpoints:
                 load_module_weights(member, self.checkpoints[number])
-                path = Path(self.checkpoints[number])
-                weights.append(path / "model.safetensors" if path.is_dir() else path)
+                weights.append(checkpoint_weights(self.checkpoints[number]))
             else:
                 run_dir = context.out / "teacher" / f"member-{number}"
                 context.train(

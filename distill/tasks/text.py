@@ -30,6 +30,7 @@ from distill.data.text import (
     make_collate,
 )
 from distill.models.hf.loading import Task as Head
+from distill.models.hf.loading import random_tokens
 from distill.models.registry import ModelContext
 from distill.tasks.ner_metrics import entity_f1, word_tags_from_logits
 
@@ -178,10 +179,7 @@ class TextTask:
 
     def latency_probe(self) -> dict[str, Tensor]:
         """A full (no padding) batch of random token ids, ``LATENCY_SHAPE`` (batch x length)."""
-        generator = torch.Generator().manual_seed(0)
-        batch, length = LATENCY_SHAPE
-        ids = torch.randint(min(1000, self.vocab_size - 1), self.vocab_size, (batch, length), generator=generator)
-        return {"input_ids": ids, "attention_mask": torch.ones(batch, length, dtype=torch.long)}
+        return random_tokens(self.vocab_size, *LATENCY_SHAPE)
 
     def artefact_inputs(self) -> None:
         return None
@@ -193,7 +191,11 @@ class TextTask:
         base = self.train.indices
         chosen = base if indices is None else [base[i] for i in indices]
         train = Indexed(self.train.dataset, chosen, hide_labels=self.train.hide_labels or not labels)
-        return dataclasses.replace(self, train=train, info={**self.info, "train_examples": len(chosen)})
+        info = {**self.info, "train_examples": len(chosen)}
+        source = self.info.get("source_indices")  # file position of each example of the tokenised dataset
+        if source is not None:
+            info["train_indices"] = [source[i] for i in chosen]
+        return dataclasses.replace(self, train=train, info=info)
 
     def describe(self) -> dict[str, Any]:
         metric = "accuracy" if self.kind == "sequence" else "entity F1"
@@ -250,7 +252,13 @@ def load_text_task(
         metric=metric,
         vocab_size=len(tokenizer),
         score_split=SCORE_SPLIT[name],
-        info={"data_dir": str(folder), "train_examples": len(chosen), "train_total": total, "train_indices": chosen},
+        info={
+            "data_dir": str(folder),
+            "train_examples": len(chosen),
+            "train_total": total,
+            "train_indices": chosen,  # the examples trained on, as positions in the train file
+            "source_indices": chosen,  # the same for every example tokenised (with_train picks among them)
+        },
     )
 
 

@@ -60,9 +60,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 
 def token_probe(model: nn.Module, batch: int = 32, length: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
-    """A full (no padding) batch of random token ids: the latency probe of a transformer."""
+    """A full (no padding) batch of random token ids in ``model``'s vocabulary: a transformer's latency probe."""
+    return random_tokens(int(model.config.vocab_size), batch, length, seed)
+
+
+def random_tokens(vocab: int, batch: int, length: int, seed: int = 0) -> dict[str, torch.Tensor]:
+    """``batch`` x ``length`` random ids (above the first 1000, mostly special and unused tokens), no padding."""
     generator = torch.Generator().manual_seed(seed)
-    vocab = int(model.config.vocab_size)
     return {
         "input_ids": torch.randint(min(1000, vocab - 1), vocab, (batch, length), generator=generator),
         "attention_mask": torch.ones(batch, length, dtype=torch.long),
