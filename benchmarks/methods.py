@@ -29,17 +29,11 @@ from typing import Any, Literal
 
 import torch
 
-from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
-from distill.core.method import BuildContext
-from distill.core.schedules import Schedule
-from distill.data import DataSplits, load_dataset
-from distill.data.indexed import WithIndex, train_labels
-from distill.models import ModelContext, ModelSpec, build_model, model_spec
 from distill.report.catalog import Entry, catalog
-from distill.run.measure import accuracy_on, sample_batch
-from distill.train import Trainer
+from distill.run.recipe import DistillSpec, validate_recipe
+from distill.strategies.context import RunContext
+from distill.tasks.registry import load_task
 from distill.train.checkpoint import atomic_write_json, library_versions
-from distill.train.settings import TrainSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 Layers = tuple[str | list[str], str | list[str]]  # (student, teacher)
@@ -113,24 +107,35 @@ def benchmark_methods(only: str = "") -> list[Method]:
 
 @dataclass
 class Setup:
+    """One dataset of the benchmark: its teacher and student as recipe sections, and where methods read."""
+
     dataset: str
-    teacher: ModelSpec
-    student: ModelSpec
-    teacher_train: TrainSettings
-    student_train: TrainSettings
+    teacher: dict[str, Any]  # a recipe's model spec
+    student: dict[str, Any]
+    teacher_train: dict[str, Any]  # a recipe's train settings
+    student_train: dict[str, Any]
     roles: dict[str, Layers]
     has_maps: bool
 
+    def recipe(self) -> dict[str, Any]:
+        """The recipe every row shares; a row adds its own ``distill:`` block (:func:`distill_block`)."""
+        return {
+            "name": f"bench-methods-{self.dataset}",
+            "data": {"dataset": self.dataset},
+            "teacher": {"model": self.teacher, "seed": 0, "train": self.teacher_train},
+            "student": {"model": self.student, "train": self.student_train},
+        }
 
-def _settings(epochs: int, lr: float, batch: int) -> TrainSettings:
-    return TrainSettings(
-        epochs=epochs,
-        batch_size=batch,
-        optimizer={"name": "adamw", "lr": lr, "weight_decay": 1e-4},
-        lr_schedule={"name": "cosine", "warmup_steps": 20},
-        keep_checkpoints=1,
-        log_every=1000,
-    )
+
+def _settings(epochs: int, lr: float, batch: int) -> dict[str, Any]:
+    return {
+        "epochs": epochs,
+        "batch_size": batch,
+        "optimizer": {"name": "adamw", "lr": lr, "weight_decay": 1e-4},
+        "lr_schedule": {"name": "cosine", "warmup_steps": 20},
+        "keep_checkpoints": 1,
+        "log_every": 1000,
+    }
 
 
 def setups(quick: bool) -> dict[str, Setup]:
@@ -139,8 +144,8 @@ def setups(quick: bool) -> dict[str, Setup]:
     return {
         "mnist1d": Setup(
             "mnist1d",
-            model_spec("cnn1d", channels=[32, 64, 128], convs_per_block=2),
-            model_spec("cnn1d", channels=[16, 32, 64]),
+            {"kind": "cnn1d", "channels": [32, 64, 128], "convs_per_block": 2},
+            {"kind": "cnn1d", "channels": [16, 32, 64]},
             _settings(max(1, round(40 * scale)), 3e-3, 128),
             _settings(max(1, round(30 * scale)), 3e-3, 128),
             {
@@ -154,8 +159,8 @@ def setups(quick: bool) -> dict[str, Setup]:
         ),
         "digits": Setup(
             "digits",
-            model_spec("mlp", hidden=[256, 256], dropout=0.2),
-            model_spec("mlp", hidden=[32, 32]),
+            {"kind": "mlp", "hidden": [256, 256], "dropout": 0.2},
+            {"kind": "mlp", "hidden": [32, 32]},
             _settings(max(1, round(40 * scale)), 1e-3, 64),
             _settings(max(1, round(40 * scale)), 3e-3, 64),
             {
@@ -169,106 +174,84 @@ def setups(quick: bool) -> dict[str, Setup]:
     }
 
 
-def _steps(data: DataSplits, settings: TrainSettings) -> int:
-    return -(-len(data.train) // settings.batch_size) * settings.epochs
-
-
-def make_objective(method: Method | None, setup: Setup, teacher, student, data: DataSplits):
-    """The objective of one row: plain labels for vanilla, else the method with its reference settings."""
-    if method is None:
-        return SupervisedObjective(student)
+def distill_block(method: Method, setup: Setup, total_steps: int) -> dict[str, Any]:
+    """The recipe ``distill:`` block of one method with its reference settings (validated by the library)."""
     name, settings = method.name, method.settings
-    response, temperature, kd_weight, options = None, 4.0, 0.0, {}
-    matches = []
-    if settings.role is None:  # a response method
-        response, kd_weight = name, settings.weight
+    if settings.role is None:  # a response method on the logits
+        kd_weight: Any = settings.weight
         if name == "dkd":  # linear warm-up of the DKD weight over the first 20 of 240 epochs
-            warmup = max(1, _steps(data, setup.student_train) * 20 // 240)
-            kd_weight = Schedule(kind="linear", start=0.0, end=settings.weight, steps=warmup)
-        if name == "dist":
-            temperature = 1.0
-    else:
-        student_layers, teacher_layers = setup.roles[settings.role]
-        weight = settings.weight
-        if name == "ab":  # RepDistiller weighs layer i of n by 2^(i-n+1), then by 3 (its init stage)
-            weight = [3 * 2.0 ** (i - len(student_layers) + 1) for i in range(len(student_layers))]
-        pretrain = max(1, round(setup.student_train.epochs * 30 / 240))  # RepDistiller: 30 init epochs of 240
-        extra = {"teacher_head": "head"} if name == "srrl" else {}
-        if name == "crd":  # 16384 negatives (RepDistiller) cost minutes per epoch on 2 CPU cores
-            extra = {"nce_k": CRD_NEGATIVES}
-        on_maps = setup.has_maps and settings.role != "embedding"
-        connector = ("conv1x1" if on_maps else "linear") if settings.connector else None
-        matches.append(
-            FeatureMatch(
-                student_layers,
-                teacher_layers,
-                name,
-                weight,
-                connector,
-                options={**settings.options, **extra},
-                pretrain_epochs=pretrain if name in ("ab", "fsp", "ft") else None,
-            )
-        )
-    context = BuildContext(num_examples=len(data.train), num_classes=data.num_classes, train_labels=train_labels(data))
-    return Distiller(
-        teacher,
-        student,
-        response,
-        temperature,
-        kd_weight,
-        settings.hard_weight,
-        matches,
-        sample_inputs=sample_batch(data.train, 8),
-        response_options=options,
-        build_context=context,
-    )
-
-
-def train_row(objective, data: DataSplits, settings: TrainSettings, run_dir: Path, seed: int) -> float:
-    """Train; return wall seconds per main epoch (a pre-training stage counts towards it)."""
-    shutil.rmtree(run_dir, ignore_errors=True)
-    train = WithIndex(data.train) if getattr(objective, "needs_index", False) else data.train
-    started = time.perf_counter()
-    Trainer(objective, train, ("test", data.test), settings, run_dir, seed=seed, show_progress=False).fit()
-    return (time.perf_counter() - started) / settings.epochs
+            kd_weight = {
+                "kind": "linear",
+                "start": 0.0,
+                "end": settings.weight,
+                "steps": max(1, total_steps * 20 // 240),
+            }
+        temperature = 1.0 if name == "dist" else 4.0
+        return {
+            "response_loss": name,
+            "temperature": temperature,
+            "kd_weight": kd_weight,
+            "hard_weight": settings.hard_weight,
+        }
+    student_layers, teacher_layers = setup.roles[settings.role]
+    weight: Any = settings.weight
+    if name == "ab":  # RepDistiller weighs layer i of n by 2^(i-n+1), then by 3 (its init stage)
+        weight = [3 * 2.0 ** (i - len(student_layers) + 1) for i in range(len(student_layers))]
+    extra: dict[str, Any] = {"teacher_head": "head"} if name == "srrl" else {}
+    if name == "crd":  # 16384 negatives (RepDistiller) cost minutes per epoch on 2 CPU cores
+        extra = {"nce_k": CRD_NEGATIVES}
+    on_maps = setup.has_maps and settings.role != "embedding"
+    match: dict[str, Any] = {
+        "student": student_layers,
+        "teacher": teacher_layers,
+        "loss": name,
+        "weight": weight,
+        "connector": ("conv1x1" if on_maps else "linear") if settings.connector else None,
+        "options": {**settings.options, **extra},
+    }
+    if name in ("ab", "fsp", "ft"):  # RepDistiller: 30 initialisation epochs of 240
+        match["pretrain_epochs"] = max(1, round(setup.student_train["epochs"] * 30 / 240))
+    return {"response_loss": None, "kd_weight": 0.0, "hard_weight": settings.hard_weight, "matches": [match]}
 
 
 def run_setup(setup: Setup, methods: list[Method], seeds: list[int], out: Path) -> dict:
-    data = load_dataset(setup.dataset)
-    torch.manual_seed(0)
-    teacher = build_model(setup.teacher, ModelContext(data.num_classes, data.input_shape))
-    Trainer(
-        SupervisedObjective(teacher),
-        data.train,
-        ("test", data.test),
-        setup.teacher_train,
-        out / "teacher",
-        seed=0,
-        show_progress=False,
-    ).fit()
-    teacher.eval()
+    """Teacher once, then per seed one initial student that every method (and vanilla) starts from."""
+    raw = setup.recipe()
+    recipe = validate_recipe(raw, f"benchmark {setup.dataset}")
+    context = RunContext(recipe, raw, out, load_task(recipe), show_progress=False)
+    task = context.task
+    teacher = context.teacher().model
+    total_steps = -(-len(task.train) // recipe.student.train.batch_size) * recipe.student.train.epochs
     rows: dict[str, dict] = {}
     chosen = [None, *[m for m in methods if setup.has_maps or not m.settings.needs_maps]]
     for seed in seeds:
-        torch.manual_seed(seed)
-        initial = build_model(setup.student, ModelContext(data.num_classes, data.input_shape))
+        initial = context.build_student(seed)
         for entry in chosen:
             name = "vanilla" if entry is None else entry.name
             student = copy.deepcopy(initial)
-            objective = make_objective(entry, setup, teacher, student, data)
-            seconds = train_row(objective, data, setup.student_train, out / name / f"seed-{seed}", seed)
+            torch.manual_seed(seed)  # connectors start alike whichever rows ran before (--only)
+            if entry is None:
+                objective = context.objective(None, student)
+            else:
+                block = DistillSpec.model_validate(distill_block(entry, setup, total_steps))
+                objective = context.with_distill(block).objective(teacher, student)
+            run_dir = out / name / f"seed-{seed}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            started = time.perf_counter()
+            context.train(objective, run_dir, seed, name)
+            seconds = (time.perf_counter() - started) / recipe.student.train.epochs  # a pre-training stage counts
             row = rows.setdefault(name, {"accuracy": [], "seconds_per_epoch": []})
-            row["accuracy"].append(accuracy_on(student, data.test))
+            row["accuracy"].append(task.score(student))
             row["seconds_per_epoch"].append(seconds)
             print(
                 f"{setup.dataset:8s} seed {seed} {name:13s} {100 * row['accuracy'][-1]:6.2f}%  {seconds:.2f} s/epoch",
                 flush=True,
             )
     return {
-        "teacher_accuracy": accuracy_on(teacher, data.test),
+        "teacher_accuracy": task.score(teacher),
         "rows": summarise(rows),
-        "train_examples": len(data.train),
-        "test_examples": len(data.test),
+        "train_examples": len(task.train),
+        "test_examples": task.describe()["evaluation_examples"],
     }
 
 

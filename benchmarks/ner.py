@@ -25,11 +25,22 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.nlp_common import RESULTS, Method, distil, fit, fmt, latency_ms, mean_std, scores, settings, shrink
-from distill.core.cache import TeacherCache
-from distill.core.distiller import SupervisedObjective
-from distill.models.hf.loading import load_classifier, load_tokenizer
-from distill.tasks.text import load_text_task
+from benchmarks.nlp_common import (
+    RESULTS,
+    Method,
+    base_recipe,
+    bench_context,
+    distil,
+    fmt,
+    latency_ms,
+    mean_std,
+    scores,
+    settings,
+    student,
+    timed,
+    train_settings,
+)
+from distill.strategies.context import RunContext
 from distill.train.checkpoint import atomic_write_json, library_versions
 
 STRATEGY = "uniform"
@@ -73,32 +84,19 @@ def main() -> None:
     torch.set_num_threads(2)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="distill-ner-"))
-    tokenizer = load_tokenizer("minilm")
-    task = load_text_task("conll2003", tokenizer, train_subset=args.train_subset, subset_seed=0)
-    student_ms = latency_ms(shrink(load_classifier("minilm", "token", task.num_labels), LAYERS, STRATEGY), repeats=20)
-
-    teacher = load_classifier("minilm", "token", task.num_labels, seed=0)
-    teacher_ms = latency_ms(teacher, repeats=20)
-    clock = time.perf_counter()
-    fit(
-        SupervisedObjective(teacher),
-        task,
-        settings(args.epochs, 1e-4, warmup_steps=10),
-        work / "t",
-        0,
-        "teacher",
-        False,
-    )
-    teacher_seconds = time.perf_counter() - clock
-    teacher_scores = scores(teacher, task)
-    print(f"teacher: {teacher_scores}  {teacher_ms:.0f} ms/batch  {teacher_seconds / 60:.1f} min", flush=True)
     train = settings(args.epochs, 1e-4, warmup_steps=10)
-    cache = TeacherCache()
+    context = bench_context(base_recipe("conll2003", args.train_subset, train, train, LAYERS), work)
+    task = context.task
+    teacher, teacher_seconds = timed(lambda: context.teacher().model)
+    student_ms = latency_ms(student(context, teacher, LAYERS, 0, STRATEGY), repeats=20)
+    teacher_ms = latency_ms(teacher, repeats=20)
+    teacher_scores = scores(teacher, context)
+    print(f"teacher: {teacher_scores}  {teacher_ms:.0f} ms/batch  {teacher_seconds / 60:.1f} min", flush=True)
     rows: dict[str, dict] = {}
 
     def record(name: str, seed: int, model: torch.nn.Module, seconds: float) -> None:
         row = rows.setdefault(name, {"row": name, "dev": [], "test": [], "seeds": [], "seconds": []})
-        result = scores(model, task)
+        result = scores(model, context)
         row["dev"].append(result["dev"])
         row["test"].append(result["test"])
         row["seeds"].append(seed)
@@ -111,15 +109,14 @@ def main() -> None:
         for name, method, init, every_seed in ROWS:
             if seed != args.seeds[0] and not every_seed:
                 continue
-            student = shrink(teacher, LAYERS, STRATEGY, init=init, seed=seed)
-            clock = time.perf_counter()
-            distil(teacher, student, method, task, train, work / "s", seed, STRATEGY, cache, per_epoch_eval=False)
-            record(name, seed, student, time.perf_counter() - clock)
+            model = student(context, teacher, LAYERS, seed, STRATEGY, init=init)
+            _, seconds = timed(distil, context, teacher, model, method, work / "s", seed, STRATEGY)
+            record(name, seed, model, seconds)
         if seed == args.seeds[0]:
             record(
                 "full, two-step 6 -> 4 -> 3 (equal total epochs)",
                 seed,
-                *_two_step(teacher, task, args, work, seed, cache),
+                *timed(_two_step, context, teacher, args.epochs, work, seed),
             )
 
     table, results = _table(rows, teacher_scores, teacher_ms, student_ms)
@@ -155,19 +152,15 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _two_step(teacher, task, args, work: Path, seed: int, cache: TeacherCache):
+def _two_step(context: RunContext, teacher, epochs: int, work: Path, seed: int):
     """6 -> 4 -> 3 with the full method, half of the epochs per step."""
-    first = max(1, args.epochs // 2)
-    second = max(1, args.epochs - first)
+    first = max(1, epochs // 2)
+    second = max(1, epochs - first)
     method = ROWS[4][1]
-    clock = time.perf_counter()
-    assistant = shrink(teacher, ASSISTANT_LAYERS, STRATEGY, seed=seed)
-    distil(teacher, assistant, method, task, settings(first, 1e-4, 10), work / "a", seed, STRATEGY, cache, False)
-    student = shrink(assistant, LAYERS, STRATEGY, seed=seed)
-    distil(
-        assistant, student, method, task, settings(second, 1e-4, 10), work / "s2", seed, STRATEGY, TeacherCache(), False
-    )
-    return student, time.perf_counter() - clock
+    assistant = student(context, teacher, ASSISTANT_LAYERS, seed, STRATEGY)
+    distil(context, teacher, assistant, method, work / "a", seed, STRATEGY, train_settings(first, 1e-4, 10))
+    model = student(context, assistant, LAYERS, seed, STRATEGY)
+    return distil(context, assistant, model, method, work / "s2", seed, STRATEGY, train_settings(second, 1e-4, 10))
 
 
 def _table(rows: dict, teacher: dict, teacher_ms: float, student_ms: float) -> tuple[str, list[dict]]:

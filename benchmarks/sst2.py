@@ -30,21 +30,22 @@ import torch
 from benchmarks.nlp_common import (
     RESULTS,
     Method,
+    base_recipe,
+    bench_context,
     distil,
-    fit,
     fmt,
     latency_ms,
     mean_std,
     scores,
     settings,
-    shrink,
+    student,
+    timed,
+    train_settings,
 )
-from distill.core.cache import TeacherCache
 from distill.core.distiller import SupervisedObjective
-from distill.models.hf.loading import load_classifier, load_tokenizer
 from distill.strategies import run_chain
+from distill.strategies.context import RunContext
 from distill.strategies.theseus import TheseusObjective
-from distill.tasks.text import load_text_task
 from distill.train.checkpoint import atomic_write_json, library_versions
 
 STRATEGY = "uniform"
@@ -72,30 +73,27 @@ def main() -> None:
     torch.set_num_threads(2)
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="distill-sst2-"))
-    tokenizer = load_tokenizer("minilm")
-    task = load_text_task("sst2", tokenizer, train_subset=args.train_subset, subset_seed=0)
-    student_train = settings(args.epochs, lr=1e-4, warmup_steps=10)
-
-    teacher = load_classifier("minilm", "sequence", task.num_labels, seed=0)
-    clock = time.perf_counter()
     teacher_train = settings(3 if not args.quick else 1, lr=5e-5, warmup_steps=10)
-    fit(SupervisedObjective(teacher), task, teacher_train, work / "t", 0, "teacher", False)
-    teacher_seconds = time.perf_counter() - clock
-    teacher_dev = scores(teacher, task)["dev"]
+    student_train = settings(args.epochs, lr=1e-4, warmup_steps=10)
+    raw = base_recipe("sst2", args.train_subset, teacher_train, student_train, args.layers[0])
+    context = bench_context(raw, work)
+    task = context.task
+
+    teacher, teacher_seconds = timed(lambda: context.teacher().model)
+    teacher_dev = scores(teacher, context)["dev"]
     # Latency depends on the architecture only: measured once per depth, before any other work runs.
-    latencies = {layers: latency_ms(shrink(teacher, layers, STRATEGY), repeats=20) for layers in args.layers}
+    latencies = {n: latency_ms(student(context, teacher, n, 0, STRATEGY), repeats=20) for n in args.layers}
     teacher_ms = latency_ms(teacher, repeats=20)
     print(
         f"teacher: dev {teacher_dev:.2f}%  {teacher_ms:.0f} ms/batch  trained in {teacher_seconds / 60:.1f} min",
         flush=True,
     )
-    cache = TeacherCache()
 
     rows: dict[str, dict] = {}
 
     def record(name: str, layers: int, seed: int, model: torch.nn.Module, seconds: float) -> None:
         row = rows.setdefault(f"{name} | {layers}", {"method": name, "layers": layers, "dev": [], "seconds": []})
-        row["dev"].append(scores(model, task)["dev"])
+        row["dev"].append(scores(model, context)["dev"])
         row["seconds"].append(seconds)
         row["latency_ms"] = latencies[layers]
         print(f"  {name:28s} {layers} layers seed {seed}: dev {row['dev'][-1]:.2f}  ({seconds:.0f} s)", flush=True)
@@ -103,31 +101,20 @@ def main() -> None:
     for seed in args.seeds:
         for layers in args.layers:
             for method in METHODS:
-                student = shrink(teacher, layers, STRATEGY, seed=seed)
-                clock = time.perf_counter()
-                distil(teacher, student, method, task, student_train, work / "s", seed, STRATEGY, cache, False)
-                record(method.name, layers, seed, student, time.perf_counter() - clock)
-            clock = time.perf_counter()
-            theseus = _theseus(teacher, layers, task, args.epochs, work / "th", seed)
-            record("BERT-of-Theseus", layers, seed, theseus, time.perf_counter() - clock)
+                model = student(context, teacher, layers, seed, STRATEGY)
+                _, seconds = timed(distil, context, teacher, model, method, work / "s", seed, STRATEGY)
+                record(method.name, layers, seed, model, seconds)
+            theseus, seconds = timed(_theseus, context, teacher, layers, args.epochs, work / "th", seed)
+            record("BERT-of-Theseus", layers, seed, theseus, seconds)
         # One assistant per seed, shared by both student sizes; its training time is added to each.
-        clock = time.perf_counter()
-        chain = run_chain(
-            teacher,
-            [ASSISTANT_LAYERS],
-            partial(shrink, strategy=STRATEGY, seed=seed),
-            partial(_distil_step, task=task, train=student_train, run_dir=work / "a", seed=seed, cache=cache),
-        )
-        assistant, assistant_seconds = chain[-1].model, time.perf_counter() - clock
-        assistant_cache = TeacherCache()
+        build = partial(_chain_student, context, seed=seed)
+        step = partial(_chain_step, context, run_dir=work / "a", seed=seed)
+        chain, assistant_seconds = timed(run_chain, teacher, [ASSISTANT_LAYERS], build, step)
+        assistant = chain[-1].model
         for layers in args.layers:
-            student = shrink(assistant, layers, STRATEGY, seed=seed)
-            clock = time.perf_counter()
-            distil(
-                assistant, student, TWO_STEP, task, student_train, work / "s", seed, STRATEGY, assistant_cache, False
-            )
-            seconds = assistant_seconds + time.perf_counter() - clock
-            record(TWO_STEP.name, layers, seed, student, seconds)
+            model = student(context, assistant, layers, seed, STRATEGY)
+            _, seconds = timed(distil, context, assistant, model, TWO_STEP, work / "s", seed, STRATEGY)
+            record(TWO_STEP.name, layers, seed, model, assistant_seconds + seconds)
 
     table, results = _table(rows, teacher_dev, teacher_ms)
     total = time.perf_counter() - started
@@ -161,25 +148,28 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
-def _theseus(teacher, layers: int, task, epochs: int, run_dir: Path, seed: int):
+def _theseus(context: RunContext, teacher, layers: int, epochs: int, run_dir: Path, seed: int):
     """Replacement for the first 2/3 of the epochs (at least one), successor fine-tuning for the rest."""
     replace_epochs = max(1, round(epochs * 2 / 3))
+    torch.manual_seed(seed)
     objective = TheseusObjective(
         teacher, layers, replace_probability={"kind": "linear", "start": 0.5, "end": 1.0}, successor_init=STRATEGY
     )
-    fit(
-        objective, task, settings(replace_epochs, lr=1e-4, warmup_steps=10), run_dir / "replace", seed, "theseus", False
-    )
+    replacing = train_settings(replace_epochs, lr=1e-4, warmup_steps=10)
+    context.train(objective, run_dir / "replace", seed, "theseus", settings=replacing, evaluate=False)
     successor = objective.successor()
     if epochs > replace_epochs:
-        fit(
-            SupervisedObjective(successor), task, settings(epochs - replace_epochs, lr=5e-5), run_dir / "ft", seed, "ft"
-        )
+        tuning = train_settings(epochs - replace_epochs, lr=5e-5)
+        context.train(SupervisedObjective(successor), run_dir / "ft", seed, "ft", settings=tuning)
     return successor
 
 
-def _distil_step(previous, student, index: int, task, train, run_dir: Path, seed: int, cache: TeacherCache):
-    return distil(previous, student, TWO_STEP, task, train, run_dir, seed, STRATEGY, cache, False)
+def _chain_student(context: RunContext, previous, layers: int, seed: int):
+    return student(context, previous, layers, seed, STRATEGY)
+
+
+def _chain_step(context: RunContext, previous, model, index: int, run_dir: Path, seed: int):
+    return distil(context, previous, model, TWO_STEP, run_dir, seed, STRATEGY)
 
 
 def _table(rows: dict, teacher_dev: float, teacher_ms: float) -> tuple[str, list[dict]]:

@@ -7,13 +7,13 @@ block. :class:`ExitView` serves one exit as a plain classifier (only the blocks 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from distill.models.cnn1d import CNN1dSpec, SmallCNN1d
+from distill.models.cnn1d import SmallCNN1d
 from distill.models.mlp import MLPSpec
 from distill.models.registry import AnyModelSpec, ModelContext, ModelSpec, register_model
 
@@ -224,8 +224,14 @@ class MultiExitSpec(ModelSpec):
 
     def build(self, context: ModelContext) -> nn.Module:
         spec, shape = self.backbone, context.tensor_shape(self.kind)
-        if isinstance(spec, MLPSpec):
-            return multi_exit_mlp(shape, spec.hidden, context.num_classes, spec.dropout)
-        if isinstance(spec, CNN1dSpec):
-            return multi_exit_cnn1d(shape, spec.channels, context.num_classes, spec.convs_per_block)
-        raise ValueError(f"multi_exit: backbone kind must be mlp or cnn1d, got {spec.kind!r}")
+        builder = EXIT_BUILDERS.get(spec.kind)
+        if builder is None:
+            raise ValueError(f"multi_exit: backbone kind must be one of {sorted(EXIT_BUILDERS)}, got {spec.kind!r}")
+        return builder(spec, shape, context.num_classes)
+
+
+# backbone kind -> (its spec, input shape, classes) -> the network with an exit after every block
+EXIT_BUILDERS: dict[str, Callable[[Any, tuple[int, ...], int], MultiExitNetwork]] = {
+    "mlp": lambda spec, shape, classes: multi_exit_mlp(shape, spec.hidden, classes, spec.dropout),
+    "cnn1d": lambda spec, shape, classes: multi_exit_cnn1d(shape, spec.channels, classes, spec.convs_per_block),
+}

@@ -8,6 +8,7 @@ every task through the same calls.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,9 @@ class RunContext:
     show_progress: bool = True
     teacher_task: Task | None = None  # what the teacher trains on, when not the task (transfer sets)
     _teacher: TeacherModel | None = None
-    _caches: dict[tuple[int, int], TeacherCache] = field(default_factory=dict)
+    # one cache per teacher and training set, shared by every seed; the key holds both objects so that
+    # neither can be freed and its id reused by another teacher (a later seed's assistant) while cached
+    _caches: dict[tuple[int, int], tuple[Any, TeacherCache]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ models
 
@@ -81,15 +84,24 @@ class RunContext:
     # ------------------------------------------------------------------ training
 
     def train(
-        self, objective: Any, run_dir: Path, seed: int, label: str, role: str = "student", task: Task | None = None
+        self,
+        objective: Any,
+        run_dir: Path,
+        seed: int,
+        label: str,
+        role: str = "student",
+        task: Task | None = None,
+        settings: Any = None,
+        evaluate: bool = True,
     ) -> dict:
-        """Train ``objective`` with the recipe's ``<role>.train`` settings into ``run_dir`` (resumable)."""
+        """Train ``objective`` into ``run_dir`` (resumable) with ``settings``, by default the recipe's
+        ``<role>.train``; ``evaluate=False`` skips the per-epoch evaluation (benchmarks score at the end)."""
         task = task or self.task
-        settings = getattr(self.recipe, role).train
+        settings = settings or getattr(self.recipe, role).train
         needs_index = getattr(objective, "needs_index", False)
         trainer = Trainer(
             objective,
-            eval_data=task.eval_split(),
+            eval_data=task.eval_split() if evaluate else None,
             settings=settings,
             run_dir=run_dir,
             seed=seed,
@@ -148,11 +160,18 @@ class RunContext:
             return SupervisedObjective(student)
         return self.distiller(teacher, student, task or self.task)
 
+    def with_distill(self, distill: Any) -> RunContext:
+        """This context with another ``distill:`` block (a validated ``DistillSpec``), sharing the task, the
+        trained teacher and the teacher caches: how a benchmark compares methods between one teacher and
+        one initial student."""
+        return dataclasses.replace(self, recipe=self.recipe.model_copy(update={"distill": distill}))
+
     def distiller(self, teacher: nn.Module, student: nn.Module, task: Task) -> Distiller:
         spec = self.recipe.distill
         cache = None
-        if task.cache_teacher:  # one cache per teacher and training set, shared by every seed
-            cache = self._caches.setdefault((id(teacher), id(task.train)), TeacherCache())
+        if task.cache_teacher:
+            key = (id(teacher), id(task.train))
+            cache = self._caches.setdefault(key, ((teacher, task.train), TeacherCache()))[1]
         return Distiller(
             teacher,
             student,
