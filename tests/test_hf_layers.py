@@ -150,3 +150,29 @@ def test_packaged_minilm_student_reproduces_the_copied_teacher_layers():
             produced = student.bert.encoder.layer[student_index](given, mask)
             valid = inputs["attention_mask"].bool()
             assert torch.allclose(produced[valid], expected[valid], atol=1e-5)
+
+
+def test_loading_a_classifier_is_quiet_unless_more_than_the_head_is_new(tmp_path, capfd):
+    """The new task head is expected and not reported; an encoder weight absent from the checkpoint is."""
+    import warnings
+
+    from safetensors.torch import load_file, save_file
+
+    from distill.models.hf.loading import load_classifier
+    from tests.hf_models import save_tiny_bert_folder
+
+    folder = save_tiny_bert_folder(tmp_path / "bert")
+    capfd.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning at all for a complete encoder
+        load_classifier(folder, "sequence", 2)
+    printed = capfd.readouterr()
+    assert "LOAD REPORT" not in printed.out + printed.err and "not sharded" not in printed.out + printed.err
+
+    weights = tmp_path / "bert" / "model.safetensors"
+    state = load_file(weights)
+    dropped = next(key for key in state if "layer.1.output.dense.weight" in key)
+    del state[dropped]
+    save_file(state, weights, metadata={"format": "pt"})
+    with pytest.warns(UserWarning, match=r"1 weights besides the new task head .*layer\.1\.output\.dense\.weight"):
+        load_classifier(folder, "sequence", 2)

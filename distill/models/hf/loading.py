@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -46,10 +50,52 @@ def load_classifier(
     if task not in classes:
         raise ValueError(f"task must be one of {sorted(classes)}, got {task!r}")
     options = {"attn_implementation": "eager"} if eager_attention else {}
-    with torch.random.fork_rng(devices=[]):
+    path = resolve_model_path(name_or_path)
+    with torch.random.fork_rng(devices=[]), _quiet_loading():
         torch.manual_seed(seed)  # the freshly added head is initialised from the seed
-        return classes[task].from_pretrained(
-            resolve_model_path(name_or_path), num_labels=num_labels, trust_remote_code=trust_remote_code, **options
+        model, info = classes[task].from_pretrained(
+            path, num_labels=num_labels, trust_remote_code=trust_remote_code, output_loading_info=True, **options
+        )
+    _warn_unexpected_gaps(path, info)
+    return model
+
+
+# The head a task adds is new by design; transformers reports it as MISSING on every load.
+HEAD_PREFIXES = ("classifier.",)
+LOADING_LOGGERS = ("modeling_utils", "distributed.tensor_parallel")
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    """No progress bar and no load report while loading: :func:`_warn_unexpected_gaps` says what matters."""
+    from transformers.utils import logging as hf_logging
+
+    # modeling_utils logs the report; a raised level there makes it also check a tensor-parallel plan,
+    # whose "layers were not sharded" warning is noise on one device
+    loggers = [logging.getLogger(f"transformers.{name}") for name in LOADING_LOGGERS]
+    levels, bar = [logger.level for logger in loggers], hf_logging.is_progress_bar_enabled()
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+        if bar:
+            hf_logging.enable_progress_bar()
+
+
+def _warn_unexpected_gaps(path: str, info: dict) -> None:
+    """One warning if weights other than the new task head were not in the checkpoint (or not used)."""
+    missing = [key for key in info.get("missing_keys", []) if not key.startswith(HEAD_PREFIXES)]
+    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info.get("mismatched_keys", [])]
+    if missing or mismatched:
+        listed = ", ".join(sorted(missing + mismatched)[:8])
+        warnings.warn(
+            f"{path}: {len(missing) + len(mismatched)} weights besides the new task head were initialised at random "
+            f"(not in the checkpoint, or of another shape): {listed}",
+            stacklevel=3,
         )
 
 
