@@ -209,6 +209,9 @@ class ExitView(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x, depth=self.depth).logits[-1]
 
+    def extra_repr(self) -> str:
+        return f"depth={self.depth}"  # exits of one network differ only here (latency is timed per repr)
+
     def deployed_parameters(self) -> int:
         """Parameters a deployment of this exit keeps: its blocks and its own head."""
         modules = [*self.network.blocks[: self.depth], self.network.exits[self.depth - 1]]

@@ -54,13 +54,34 @@ def weights_bytes(model: nn.Module) -> int:
     return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
 
 
-def model_stats(model: nn.Module, probe: Inputs, weights: Any = None, repeats: int = 30) -> dict[str, Any]:
+class LatencyMeter:
+    """CPU latency of each model on one probe, timed once per architecture: models of the same structure
+    (same ``repr`` and parameter shapes, e.g. a baseline and its distilled twin, or DML peers) share one
+    measurement, so the table shows no timing noise between identical networks, and a run times less."""
+
+    def __init__(self, probe: Inputs, repeats: int = 30) -> None:
+        self.probe, self.repeats = probe, repeats
+        self._timed: dict[tuple, float] = {}
+
+    @staticmethod
+    def architecture(model: nn.Module) -> tuple:
+        shapes = tuple((name, tuple(tensor.shape), tensor.dtype) for name, tensor in model.state_dict().items())
+        return type(model).__qualname__, repr(model), shapes
+
+    def __call__(self, model: nn.Module) -> float:
+        key = self.architecture(model)
+        if key not in self._timed:
+            self._timed[key] = cpu_latency_ms(model, self.probe, repeats=self.repeats)
+        return self._timed[key]
+
+
+def model_stats(model: nn.Module, latency: LatencyMeter, weights: Any = None) -> dict[str, Any]:
     """Parameters (those a deployment keeps), bytes on disk and CPU latency of one model."""
     deployed = getattr(model, "deployed_parameters", None)
     return {
         "parameters": deployed() if deployed else count_parameters(model),
         "size_bytes": file_size(weights) if weights is not None else weights_bytes(model),
-        "cpu_latency_ms": cpu_latency_ms(model, probe, repeats=repeats),
+        "cpu_latency_ms": latency(model),
     }
 
 
@@ -91,22 +112,21 @@ def summarise(
     results: dict[str, Any] = {"format_version": FORMAT_VERSION, **header, **describe}
     results["torch_threads"] = torch.get_num_threads()
     teacher_ms = None
+    latency = LatencyMeter(probe, repeats)
     if teacher is not None:
-        stats = model_stats(teacher.model, probe, repeats=repeats)
+        stats = model_stats(teacher.model, latency)
         stats["size_bytes"] = sum(file_size(path) for path in teacher.weights)
         teacher_ms = stats["cpu_latency_ms"]
         members = _groups([row for row in rows if row.role == "member"])
         results["teacher"] = {"score": teacher_score, **stats}
         if members:
             results["teacher"]["members"] = [
-                _summary_row(key, group, probe, None, len(members), repeats) for key, group in members.items()
+                _summary_row(key, group, latency, None, len(members)) for key, group in members.items()
             ]
     students = [row for row in rows if row.role != "member"]
     groups = _groups(students)
     counts = {role: sum(1 for r, _ in groups if r == role) for role, _ in groups}
-    results["rows"] = [
-        _summary_row(key, group, probe, teacher_ms, counts[key[0]], repeats) for key, group in groups.items()
-    ]
+    results["rows"] = [_summary_row(key, group, latency, teacher_ms, counts[key[0]]) for key, group in groups.items()]
     by_role = {row["role"]: row for row in results["rows"] if row["index"] is None}
     if "baseline" in by_role and "distilled" in by_role:
         results["distillation_gain"] = by_role["distilled"]["score"]["mean"] - by_role["baseline"]["score"]["mean"]
@@ -114,11 +134,11 @@ def summarise(
 
 
 def _summary_row(
-    key: tuple[str, int | None], group: list[Row], probe: Inputs, teacher_ms: float | None, count: int, repeats: int
+    key: tuple[str, int | None], group: list[Row], latency: LatencyMeter, teacher_ms: float | None, count: int
 ) -> dict[str, Any]:
     role, index = key
     first = group[0]
-    stats = model_stats(first.model, probe, first.weights, repeats)
+    stats = model_stats(first.model, latency, first.weights)
     if teacher_ms is not None:
         stats["speedup"] = teacher_ms / stats["cpu_latency_ms"]
     return {
