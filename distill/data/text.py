@@ -1,4 +1,4 @@
-"""Text datasets: SST-2 sentiment (sequence classification) and CoNLL-2003 NER (token tagging).
+"""Tokenised text datasets: sequence classification (sentences or pairs) and token tagging.
 
 Texts are tokenised once, when a dataset is built, and kept unpadded as lists of ints; a batch is
 padded only to its own longest example (``make_collate``), and ``LengthGroupedSampler`` puts
@@ -22,19 +22,7 @@ from torch.utils.data import Dataset, Sampler
 from distill.names import unknown_name_message
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips: special tokens, continuation pieces, padding
-SST2_SPLITS = ("train", "dev")
-CONLL_SPLITS = ("train", "dev", "test")
 ENCODED_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _split_file(data_dir: str | Path, split: str, splits: Sequence[str], suffix: str) -> Path:
-    """The file of ``split``; the errors name the valid splits and the missing path."""
-    if split not in splits:
-        raise ValueError(unknown_name_message("split", split, list(splits)))
-    path = Path(data_dir) / f"{split}{suffix}"
-    if not path.is_file():
-        raise FileNotFoundError(f"{split} split not found: {path} is missing (valid splits: {', '.join(splits)})")
-    return path
 
 
 def _lines(path: Path) -> list[str]:
@@ -43,50 +31,6 @@ def _lines(path: Path) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
-
-
-def load_sst2(data_dir: str | Path, split: str) -> tuple[list[str], list[int]]:
-    """Sentences and 0/1 labels of SST-2 ``train`` or ``dev``.
-
-    The files are ``label<TAB>text`` with one header line; columns are read by position because
-    the two files name them differently (``sentence`` / ``content``).
-    """
-    path = _split_file(data_dir, split, SST2_SPLITS, ".tsv")
-    texts: list[str] = []
-    labels: list[int] = []
-    for number, line in enumerate(_lines(path)[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != 2 or fields[0] not in ("0", "1"):
-            raise ValueError(f"{path}:{number}: expected 'label<TAB>text' with label 0 or 1, got {line[:80]!r}")
-        labels.append(int(fields[0]))
-        texts.append(fields[1])
-    return texts, labels
-
-
-def load_conll(data_dir: str | Path, split: str) -> tuple[list[list[str]], list[list[str]]]:
-    """Sentences (lists of words) and their IOB2 tags from a CoNLL-2003 ``{train,dev,test}.txt``.
-
-    One ``TOKEN TAG`` per line (the tag is the last field), a blank line between sentences, CRLF
-    line endings; ``-DOCSTART-`` lines, absent from the shared copy, are skipped if present.
-    """
-    path = _split_file(data_dir, split, CONLL_SPLITS, ".txt")
-    sentences: list[list[str]] = []
-    tags: list[list[str]] = []
-    words: list[str] = []
-    sentence_tags: list[str] = []
-    for number, line in enumerate([*_lines(path), ""], start=1):
-        fields = line.split()
-        if not fields or fields[0] == "-DOCSTART-":
-            if words:
-                sentences.append(words)
-                tags.append(sentence_tags)
-                words, sentence_tags = [], []
-            continue
-        if len(fields) < 2:
-            raise ValueError(f"{path}:{number}: expected 'TOKEN TAG', got {line[:80]!r}")
-        words.append(fields[0])
-        sentence_tags.append(fields[-1])
-    return sentences, tags
 
 
 def conll_label_names(data_dir: str | Path) -> list[str]:
@@ -135,11 +79,16 @@ class _EncodedDataset(Dataset):
 
 
 class TextClassificationDataset(_EncodedDataset):
-    """Sentences with one integer label each, tokenised once (truncated to ``max_length``, unpadded)."""
+    """Sentences (or ``(first, second)`` sentence pairs, encoded as the tokenizer joins a pair) with one
+    integer label each, tokenised once (truncated to ``max_length``, unpadded)."""
 
-    def __init__(self, texts: Sequence[str], labels: Sequence[int], tokenizer: Any, max_length: int = 128):
+    def __init__(self, texts: Sequence[Any], labels: Sequence[int], tokenizer: Any, max_length: int = 128):
         _check_same_length(texts, labels, "TextClassificationDataset")
-        encoding = tokenizer(list(texts), truncation=True, max_length=max_length)
+        if texts and isinstance(texts[0], tuple):
+            first, second = (list(column) for column in zip(*texts, strict=True))
+            encoding = tokenizer(first, second, truncation=True, max_length=max_length)
+        else:
+            encoding = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.columns = _encoded_columns(encoding)
         self.labels = [int(label) for label in labels]
 

@@ -49,6 +49,25 @@ class DataSpec(StrictModel):
     train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
     split_seed: int = 0  # seeds the val/subset draw, not training, so every student sees the same examples
     max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
+    # your own text files (dataset: files, implied by train): read with Hugging Face datasets
+    format: Literal["csv", "tsv", "jsonl", "parquet", "conll"] | None = None
+    train: str | None = None
+    validation: str | None = None  # optional: else data.val_size examples of train, else test
+    test: str | None = None  # optional; scored when given (else validation)
+    text: str | list[str] = "text"  # a column, or two for sentence pairs: [premise, hypothesis]
+    label: str = "label"  # strings or integers; any number of classes
+    tokens: str = "tokens"  # tagging from JSONL/CSV/Parquet: the word lists ...
+    tags: str = "tags"  # ... and the tag lists (BIO, BIOES or BMES)
+    labels: list[str] | None = None  # label names in id order (default: sorted; integer labels index them)
+    scheme: Literal["BIO", "BIOES", "BMES"] | None = None  # tagging: inferred from the tags when not given
+    rename: dict[str, str] = Field(default_factory=dict)  # column renames applied to every split
+
+    @model_validator(mode="before")
+    @classmethod
+    def _files_imply_dataset(cls, value: Any) -> Any:
+        if isinstance(value, dict) and value.get("train") is not None and "dataset" not in value:
+            return {**value, "dataset": "files"}
+        return value
 
     @field_validator("dataset")
     @classmethod
@@ -56,6 +75,37 @@ class DataSpec(StrictModel):
         if value not in dataset_names():
             raise ValueError(unknown_name_message("dataset", value, dataset_names()))
         return value
+
+    @model_validator(mode="after")
+    def _files_complete(self) -> DataSpec:
+        if self.dataset == "files":
+            if not self.train or not self.format:
+                raise ValueError(
+                    "dataset files needs data.train (a file) and data.format (csv, tsv, jsonl, parquet or conll)"
+                )
+        elif self.train is not None:
+            raise ValueError(
+                f"data.train reads your own files, data.dataset {self.dataset!r} a preset: give one of them"
+            )
+        return self
+
+    def text_files(self) -> Any:
+        """The files of ``dataset: files`` as the reader's :class:`~distill.data.labelled.TextFiles`."""
+        from distill.data.labelled import TextFiles
+
+        return TextFiles(
+            self.format,  # type: ignore[arg-type]
+            self.train,  # type: ignore[arg-type]
+            validation=self.validation,
+            test=self.test,
+            text=self.text,
+            label=self.label,
+            tokens=self.tokens,
+            tags=self.tags,
+            labels=self.labels,
+            scheme=self.scheme,
+            rename=dict(self.rename),
+        )
 
 
 class TeacherSpec(StrictModel):

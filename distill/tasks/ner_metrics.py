@@ -124,3 +124,30 @@ def extend_with_o(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[st
             raise ValueError(f"sentence {index}: {len(predicted_tags)} predicted tags for {len(gold_tags)} words")
         completed.append([*predicted_tags, *["O"] * (len(gold_tags) - len(predicted_tags))])
     return completed
+
+
+def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str = "BIO") -> dict:
+    """Micro precision, recall and F1 over entities with ``seqeval``, for the tag scheme in use.
+
+    BIO is read as conlleval reads it (seqeval's default mode, the same as :func:`entity_f1`); BIOES
+    and BMES (BIOES with ``M-`` for inside) are read strictly: an entity is a well-formed B…E or S span.
+    """
+    from seqeval.metrics import f1_score, precision_score, recall_score
+    from seqeval.scheme import IOBES
+
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted sentences")
+    if scheme == "BMES":
+        gold, predicted = _bmes_as_bioes(gold), _bmes_as_bioes(predicted)
+    options = {} if scheme == "BIO" else {"mode": "strict", "scheme": IOBES}
+    gold, predicted = [list(row) for row in gold], [list(row) for row in predicted]
+    if not any(tag != "O" for row in gold + predicted for tag in row):
+        return {"precision": 0.0, "recall": 0.0, "f1": 0.0}  # seqeval has nothing to average
+    return {
+        name: float(score(gold, predicted, zero_division=0, **options))
+        for name, score in (("precision", precision_score), ("recall", recall_score), ("f1", f1_score))
+    }
+
+
+def _bmes_as_bioes(rows: Sequence[Sequence[str]]) -> list[list[str]]:
+    return [["I" + tag[1:] if tag.startswith("M-") else tag for tag in row] for row in rows]

@@ -13,7 +13,7 @@ from distill.data.datasets import LOADERS as TENSOR_DATASETS
 from distill.names import unknown_name_message
 from distill.tasks.base import Task, TaskInputs
 from distill.tasks.tensor import load_tensor_task
-from distill.tasks.text import TASKS as TEXT_DATASETS
+from distill.tasks.text_files import PRESETS as TEXT_PRESETS
 
 Loader = Callable[[Any, "str | None"], Task]
 
@@ -53,12 +53,12 @@ def load_task(recipe: Any, data_dir: str | None = None) -> Task:
 
 
 def _load_text(recipe: Any, data_dir: str | None = None) -> Task:
-    from distill.tasks.text import load_text_task_for
+    from distill.tasks.text_files import load_text_task_for
 
     return load_text_task_for(recipe, data_dir)
 
 
 for _name in TENSOR_DATASETS:
     register_dataset(_name, load_tensor_task, "tensor")
-for _name in TEXT_DATASETS:
+for _name in [*TEXT_PRESETS, "files"]:  # files: the recipe's own data.train, data.validation, ...
     register_dataset(_name, _load_text, "tokens")

@@ -1,8 +1,8 @@
-"""Text tasks ready for the Trainer: SST-2 (sentence classification) and CoNLL-2003 (NER tagging).
+"""Text tasks ready for the Trainer: sequence classification (single sentences or pairs) and token tagging.
 
-:func:`load_text_task` tokenises once and bundles what a run needs: indexed datasets (each item carries
-``index``, so the teacher cache can key on it), a dynamic-padding collate, a length-grouped batch
-sampler driven by the Trainer's generator, and the task metric (entity-level micro F1 for tagging).
+:func:`distill.tasks.text_files.text_task_from` tokenises once and bundles what a run needs: indexed
+datasets (each item carries ``index``, so the teacher cache can key on it), a dynamic-padding collate,
+a length-grouped batch sampler driven by the Trainer's generator, and the task metric (entity F1 for tagging).
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -20,36 +19,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distill.core.batch import call_model, logits_of
 from distill.core.evaluation import evaluate
 from distill.core.method import BuildContext
-from distill.data.text import (
-    LengthGroupedSampler,
-    TextClassificationDataset,
-    TokenTaggingDataset,
-    conll_label_names,
-    load_conll,
-    load_sst2,
-    make_collate,
-)
+from distill.data.text import LengthGroupedSampler
 from distill.models.hf.loading import Task as Head
 from distill.models.hf.loading import random_tokens
 from distill.models.registry import ModelContext
-from distill.tasks.ner_metrics import entity_f1, word_tags_from_logits
+from distill.tasks.ner_metrics import entity_scores, word_tags_from_logits
 
 if TYPE_CHECKING:
     from distill.train.settings import TrainSettings
 
-TASKS = {"sst2": "sequence", "conll2003": "token"}
-EVAL_SPLITS = {"sst2": ("dev",), "conll2003": ("dev", "test")}
-SCORE_SPLIT = {"sst2": "dev", "conll2003": "test"}  # SST-2's test labels are not public
 LATENCY_SHAPE = (32, 64)  # batch x length of the CPU latency probe
-
-
-def default_data_dir(task: str) -> Path:
-    """``../shared/data/<task>`` relative to the working directory, else to the project checkout."""
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidate = base.parent / "shared" / "data" / task
-        if candidate.is_dir():
-            return candidate
-    raise FileNotFoundError(f"no data folder for {task!r}: pass data_dir (e.g. ../shared/data/{task})")
 
 
 class Indexed(Dataset):
@@ -89,8 +68,10 @@ class GroupedBatches(Sampler[list[int]]):
         return iter(LengthGroupedSampler(self.lengths, self.batch_size, seed=seed).batches())
 
 
-def tagging_metric(label_names: Sequence[str]) -> Callable[[list[Tensor], list[Tensor]], dict[str, float]]:
-    """Entity-level micro F1 (exact span and type) from token logits and word-aligned labels."""
+def tagging_metric(
+    label_names: Sequence[str], scheme: str = "BIO"
+) -> Callable[[list[Tensor], list[Tensor]], dict[str, float]]:
+    """Entity-level micro F1 (exact span and type, seqeval, for ``scheme``) from token logits and labels."""
 
     def metric(logits: list[Tensor], labels: list[Tensor]) -> dict[str, float]:
         gold: list[list[str]] = []
@@ -98,8 +79,7 @@ def tagging_metric(label_names: Sequence[str]) -> Callable[[list[Tensor], list[T
         for batch_logits, batch_labels in zip(logits, labels, strict=True):
             predicted += word_tags_from_logits(batch_logits, batch_labels, label_names)
             gold += [[label_names[int(t)] for t in row if int(t) != -100] for row in batch_labels]
-        scores = entity_f1(gold, predicted)
-        return {"f1": float(scores["f1"]), "precision": float(scores["precision"]), "recall": float(scores["recall"])}
+        return entity_scores(gold, predicted, scheme)
 
     return metric
 
@@ -207,78 +187,3 @@ class TextTask:
             "evaluation_examples": len(self.evaluation[self.score_split]),
             "latency_probe": f"{LATENCY_SHAPE[0]} x {LATENCY_SHAPE[1]} tokens",
         }
-
-
-def _subset(count: int, subset: int | None, seed: int) -> list[int]:
-    if subset is None or subset >= count:
-        return list(range(count))
-    generator = torch.Generator().manual_seed(seed)
-    return sorted(torch.randperm(count, generator=generator)[:subset].tolist())
-
-
-def load_text_task(
-    name: str,
-    tokenizer: Any,
-    data_dir: str | Path | None = None,
-    train_subset: int | None = None,
-    subset_seed: int = 0,
-    max_length: int = 128,
-) -> TextTask:
-    """Tokenise a task's splits; ``train_subset`` keeps a seeded random subset of the training set."""
-    if name not in TASKS:
-        raise ValueError(f"unknown text task {name!r}; known: {sorted(TASKS)}")
-    folder = Path(data_dir) if data_dir is not None else default_data_dir(name)
-    splits = ("train", *EVAL_SPLITS[name])
-    reader = load_sst2 if name == "sst2" else load_conll
-    raw = {split: reader(folder, split) for split in splits}
-    total = len(raw["train"][0])
-    chosen = _subset(total, train_subset, subset_seed)  # picked before tokenising: only the subset is encoded
-    raw["train"] = tuple([column[i] for i in chosen] for column in raw["train"])
-    if name == "sst2":
-        label_names = ["negative", "positive"]
-        data = {s: TextClassificationDataset(*raw[s], tokenizer, max_length) for s in splits}
-        metric = None
-    else:
-        label_names = conll_label_names(folder)
-        data = {s: TokenTaggingDataset(*raw[s], tokenizer, label_names, max_length) for s in splits}
-        metric = tagging_metric(label_names)
-    return TextTask(
-        name=name,
-        kind=TASKS[name],  # type: ignore[arg-type]
-        train=Indexed(data["train"]),
-        evaluation={s: Indexed(data[s]) for s in EVAL_SPLITS[name]},
-        label_names=label_names,
-        collate=make_collate(tokenizer.pad_token_id),
-        metric=metric,
-        vocab_size=len(tokenizer),
-        score_split=SCORE_SPLIT[name],
-        info={
-            "data_dir": str(folder),
-            "train_examples": len(chosen),
-            "train_total": total,
-            "train_indices": chosen,  # the examples trained on, as positions in the train file
-            "source_indices": chosen,  # the same for every example tokenised (with_train picks among them)
-        },
-    )
-
-
-def tokenizer_source(recipe: Any) -> Any:
-    """The first Hugging Face model spec of the recipe (teacher, ensemble members, student): its tokenizer
-    encodes the data for every model of the run."""
-    ensemble = recipe.teacher.ensemble
-    candidates = [recipe.teacher.model, *(ensemble.models if ensemble else []), recipe.student.model]
-    spec = next((candidate for candidate in candidates if hasattr(candidate, "path")), None)
-    if spec is None:
-        raise ValueError(f"dataset {recipe.data.dataset!r} is text: teacher.model needs kind hf (a transformer)")
-    return spec
-
-
-def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
-    """The recipe's text task, tokenised with its first transformer's tokenizer."""
-    from distill.models.hf.loading import load_tokenizer
-
-    spec = tokenizer_source(recipe)
-    data = recipe.data
-    tokenizer = load_tokenizer(spec.path, spec.trust_remote_code)
-    folder = data_dir or data.data_dir
-    return load_text_task(data.dataset, tokenizer, folder, data.train_subset, data.split_seed, data.max_length)

@@ -1,0 +1,176 @@
+"""Text tasks from files: a user's CSV/TSV/JSONL/Parquet/CoNLL files, or a built-in preset over the
+same readers (``sst2``, ``conll2003`` in ../shared/data).
+
+:func:`text_task_from` tokenises checked :class:`~distill.data.labelled.TextData` once into a
+:class:`~distill.tasks.text.TextTask`; :func:`load_text_task_for` does it for a recipe's ``data:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.data.labelled import TextData, TextFiles, TextSplit, load_text_data
+from distill.data.text import TextClassificationDataset, TokenTaggingDataset, conll_label_names, make_collate
+from distill.tasks.text import Indexed, TextTask, tagging_metric
+
+
+def _sst2(folder: Path) -> TextFiles:
+    # train.tsv names its text column "sentence", dev.tsv "content" (see ../shared/data/sst2/README.md)
+    return TextFiles(
+        "tsv",
+        folder / "train.tsv",
+        validation=folder / "dev.tsv",
+        text="sentence",
+        rename={"content": "sentence"},
+        labels=["negative", "positive"],
+        split_names={"validation": "dev"},
+    )
+
+
+def _conll2003(folder: Path) -> TextFiles:
+    return TextFiles(
+        "conll",
+        folder / "train.txt",
+        validation=folder / "dev.txt",
+        test=folder / "test.txt",
+        labels=conll_label_names(folder),  # the id order of labels.txt
+        scheme="BIO",
+        split_names={"validation": "dev"},
+    )
+
+
+PRESETS: dict[str, Callable[[Path], TextFiles]] = {"sst2": _sst2, "conll2003": _conll2003}
+
+
+def default_data_dir(preset: str) -> Path:
+    """``../shared/data/<preset>`` relative to the working directory, else to the project checkout."""
+    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = base.parent / "shared" / "data" / preset
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no data folder for {preset!r}: pass data_dir (e.g. ../shared/data/{preset})")
+
+
+def preset_files(name: str, data_dir: str | Path | None = None) -> TextFiles:
+    if name not in PRESETS:
+        raise ValueError(f"unknown text preset {name!r}; known: {sorted(PRESETS)}")
+    return PRESETS[name](Path(data_dir) if data_dir is not None else default_data_dir(name))
+
+
+def _subset(count: int, subset: int | None, seed: int) -> list[int]:
+    if subset is None or subset >= count:
+        return list(range(count))
+    generator = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(count, generator=generator)[:subset].tolist())
+
+
+def _held_out(data: TextData, val_size: int, seed: int) -> TextData:
+    """``val_size`` seeded training examples become the validation split (no validation file given)."""
+    if val_size >= len(data.train.inputs):
+        raise ValueError(f"data.val_size is {val_size} but train has only {len(data.train.inputs)} examples")
+    held = set(_subset(len(data.train.inputs), val_size, seed))
+    keep = [i for i in range(len(data.train.inputs)) if i not in held]
+
+    def pick(rows: list[int]) -> TextSplit:
+        split = data.train
+        return TextSplit(
+            [split.inputs[i] for i in rows], [split.labels[i] for i in rows], [split.lines[i] for i in rows]
+        )
+
+    evaluation = {"validation": pick(sorted(held)), **data.evaluation}
+    return TextData(**{**data.__dict__, "train": pick(keep), "evaluation": evaluation})
+
+
+def text_task_from(
+    data: TextData,
+    tokenizer: Any,
+    name: str = "files",
+    train_subset: int | None = None,
+    subset_seed: int = 0,
+    max_length: int = 128,
+) -> TextTask:
+    """Tokenise ``data``; ``train_subset`` keeps a seeded random subset of the training set (picked before
+    tokenising: only the subset is encoded)."""
+    if not data.evaluation:
+        raise ValueError("data: no split to evaluate on; give data.validation, data.test or data.val_size")
+    total = len(data.train.inputs)
+    chosen = _subset(total, train_subset, subset_seed)
+    train = TextSplit([data.train.inputs[i] for i in chosen], [data.train.labels[i] for i in chosen], [])
+    splits = {"train": train, **data.evaluation}
+    if data.kind == "sequence":
+        built = {
+            s: TextClassificationDataset(split.inputs, split.labels, tokenizer, max_length)
+            for s, split in splits.items()
+        }
+        metric = None
+    else:
+        names = data.label_names
+        built = {
+            s: TokenTaggingDataset(
+                split.inputs, [[names[i] for i in row] for row in split.labels], tokenizer, names, max_length
+            )
+            for s, split in splits.items()
+        }
+        metric = tagging_metric(names, data.scheme or "BIO")
+    return TextTask(
+        name=name,
+        kind=data.kind,
+        train=Indexed(built.pop("train")),
+        evaluation={s: Indexed(dataset) for s, dataset in built.items()},
+        label_names=data.label_names,
+        collate=make_collate(tokenizer.pad_token_id),
+        metric=metric,
+        vocab_size=len(tokenizer),
+        score_split=data.score_split if data.score_split in built else next(iter(built)),
+        info={
+            "files": data.files,
+            "train_examples": len(chosen),
+            "train_total": total,
+            "train_indices": chosen,  # the examples trained on, as positions in the train file
+            "source_indices": chosen,  # the same for every example tokenised (with_train picks among them)
+            "scheme": data.scheme,
+        },
+    )
+
+
+def load_text_task(
+    name: str,
+    tokenizer: Any,
+    data_dir: str | Path | None = None,
+    train_subset: int | None = None,
+    subset_seed: int = 0,
+    max_length: int = 128,
+) -> TextTask:
+    """A preset's task (``sst2``, ``conll2003``) read from ``data_dir`` (default ../shared/data/<name>)."""
+    data = load_text_data(preset_files(name, data_dir))
+    return text_task_from(data, tokenizer, name, train_subset, subset_seed, max_length)
+
+
+def tokenizer_source(recipe: Any) -> Any:
+    """The first Hugging Face model spec of the recipe (teacher, ensemble members, student): its tokenizer
+    encodes the data for every model of the run."""
+    ensemble = recipe.teacher.ensemble
+    candidates = [recipe.teacher.model, *(ensemble.models if ensemble else []), recipe.student.model]
+    spec = next((candidate for candidate in candidates if hasattr(candidate, "path")), None)
+    if spec is None:
+        raise ValueError(f"dataset {recipe.data.dataset!r} is text: teacher.model needs kind hf (a transformer)")
+    return spec
+
+
+def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
+    """The recipe's text task (a preset, or ``data.train`` and friends), tokenised with its first
+    transformer's tokenizer; the data are read and checked before the tokenizer is loaded."""
+    from distill.models.hf.loading import load_tokenizer
+
+    spec = recipe.data
+    files = spec.text_files() if spec.dataset == "files" else preset_files(spec.dataset, data_dir or spec.data_dir)
+    data = load_text_data(files)
+    if spec.val_size and "validation" not in {role for role in data.files}:
+        data = _held_out(data, spec.val_size, spec.split_seed)
+    model = tokenizer_source(recipe)
+    tokenizer = load_tokenizer(model.path, model.trust_remote_code)
+    return text_task_from(data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length)
