@@ -10,6 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from distill.core.batch import as_batch
+from distill.data.files import DataError
+from distill.data.labelled import load_text_data
 from distill.data.text import (
     LengthGroupedSampler,
     TextClassificationDataset,
@@ -18,8 +20,6 @@ from distill.data.text import (
     make_collate,
     padding_fraction,
 )
-from distill.data.files import DataError
-from distill.data.labelled import load_text_data
 from distill.tasks.ner_metrics import entity_f1, extend_with_o, word_tags_from_logits
 from distill.tasks.text_files import preset_files
 from tests.conftest import SHARED_DATA

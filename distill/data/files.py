@@ -51,6 +51,8 @@ def _read_with_datasets(path: Path, format: str) -> dict[str, list]:
     try:
         table = datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except Exception as error:  # datasets wraps the parser's error; its cause says what and where
+        if "corresponds to no data" in str(error):
+            raise DataError(f"{path}: the file is empty; it needs at least one example") from None
         raise DataError(f"{path}: not a valid {format} file: {_parser_message(error)}") from None
     finally:
         if bars:

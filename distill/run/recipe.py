@@ -315,7 +315,8 @@ def format_validation_error(error: ValidationError, source: str, raw: Any = None
             lines.append(f"  {path}: unknown key{hint}; allowed keys here: {', '.join(allowed)}")
             continue
         message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {path}: {message} (got {item['input']!r})")
+        given = item["input"]  # a whole section (a cross-field rule) is not echoed back: the message says it
+        lines.append(f"  {path}: {message}" + ("" if isinstance(given, dict) else f" (got {given!r})"))
     return "\n".join(lines)
 
 

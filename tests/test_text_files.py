@@ -1,0 +1,139 @@
+"""A user's own text files: reading (datasets, CoNLL), checks with one clear sentence, label names,
+tag schemes (Resume NER's BMES as shipped), and a 3-class CSV distilled from a recipe."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.data.files import DataError
+from distill.data.labelled import TextFiles, load_text_data
+from distill.run.recipe import RecipeError, validate_recipe
+from distill.run.runner import run_recipe
+from distill.tasks.ner_metrics import entity_f1, entity_scores
+from tests.conftest import SHARED_DATA
+from tests.hf_models import save_tiny_bert_folder
+
+ROWS = [("a fine film", "positive"), ("dull and long", "negative"), ("it is a film", "neutral")]
+
+
+def _csv(path, rows, header="text,label"):
+    path.write_text(header + "\n" + "".join(f"{text},{label}\n" for text, label in rows))
+    return path
+
+
+def test_three_string_classes_get_sorted_names_and_ids(tmp_path):
+    data = load_text_data(TextFiles("csv", _csv(tmp_path / "train.csv", ROWS * 2), test=_csv(tmp_path / "t.csv", ROWS)))
+    assert data.kind == "sequence" and data.label_names == ["negative", "neutral", "positive"]
+    assert data.train.labels == [2, 0, 1] * 2 and data.train.inputs[0] == "a fine film"
+    assert list(data.evaluation) == ["test"] and data.score_split == "test"
+
+
+def test_integer_labels_jsonl_pairs_and_given_names(tmp_path):
+    rows = [
+        {"premise": "a cat", "hypothesis": "an animal", "label": 0},
+        {"premise": "a", "hypothesis": "b", "label": 2},
+    ]
+    path = tmp_path / "nli.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = load_text_data(TextFiles("jsonl", path, text=["premise", "hypothesis"]))
+    assert data.pairs and data.train.inputs[0] == ("a cat", "an animal") and data.label_names == ["0", "2"]
+    named = load_text_data(TextFiles("jsonl", path, text=["premise", "hypothesis"], labels=["yes", "maybe", "no"]))
+    assert named.train.labels == [0, 2] and named.label_names == ["yes", "maybe", "no"]
+
+
+def test_errors_name_the_file_the_line_and_what_is_right(tmp_path):
+    train = _csv(tmp_path / "train.csv", ROWS)
+    with pytest.raises(
+        DataError, match=r"train\.csv: no column 'sentence' for the text; the columns are 'text', 'label'"
+    ):
+        load_text_data(TextFiles("csv", train, text="sentence"))
+    dev = _csv(tmp_path / "dev.csv", [("fine", "positive"), ("odd", "mixed")])
+    with pytest.raises(DataError, match=r"dev\.csv:3: label 'mixed' is not a label of the training data"):
+        load_text_data(TextFiles("csv", train, validation=dev))
+    empty_text = _csv(tmp_path / "empty.csv", [("fine", "positive"), ("", "negative")])
+    with pytest.raises(DataError, match=r"empty\.csv:3: column 'text' has no text"):
+        load_text_data(TextFiles("csv", empty_text))
+    (tmp_path / "none.csv").write_text("text,label\n")
+    with pytest.raises(DataError, match=r"none\.csv: .*empty"):
+        load_text_data(TextFiles("csv", tmp_path / "none.csv"))
+    (tmp_path / "bad.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b" "label": 2}\n')
+    with pytest.raises(DataError, match=r"bad\.jsonl: not a valid jsonl file: .* at line 2"):
+        load_text_data(TextFiles("jsonl", tmp_path / "bad.jsonl"))
+
+
+def test_tags_from_jsonl_infer_bioes_and_refuse_unseen_tags(tmp_path):
+    rows = [
+        {"tokens": ["New", "York", "is", "big"], "tags": ["B-LOC", "E-LOC", "O", "O"]},
+        {"tokens": ["Ann"], "tags": ["S-PER"]},
+    ]
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    data = load_text_data(TextFiles("jsonl", train))
+    assert data.kind == "token" and data.scheme == "BIOES"
+    assert data.label_names == ["O", "B-LOC", "I-LOC", "E-LOC", "S-LOC", "B-PER", "I-PER", "E-PER", "S-PER"]
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(json.dumps({"tokens": ["x"], "tags": ["S-ORG"]}) + "\n")
+    with pytest.raises(DataError, match=r"dev\.jsonl: sentence 1 has tag 'S-ORG', which the training data never uses"):
+        load_text_data(TextFiles("jsonl", train, validation=dev))
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(json.dumps({"tokens": ["x", "y"], "tags": ["O"]}) + "\n")
+    with pytest.raises(DataError, match=r"sentence 1 has 2 words but tags 1"):
+        load_text_data(TextFiles("jsonl", wrong))
+
+
+def test_resume_ner_loads_as_shipped_with_bmes_tags():
+    folder = SHARED_DATA / "resume-ner"
+    files = TextFiles(
+        "conll", folder / "train.char.bmes", validation=folder / "dev.char.bmes", test=folder / "test.char.bmes"
+    )
+    data = load_text_data(files)
+    assert data.scheme == "BMES" and data.kind == "token"
+    assert [len(data.train.inputs), len(data.evaluation["validation"].inputs), len(data.evaluation["test"].inputs)] == [
+        3821,
+        463,
+        477,
+    ]
+    assert sum(len(words) for words in data.train.inputs) == 124099  # characters, as its README counts
+    types = {name.partition("-")[2] for name in data.label_names if name != "O"}
+    assert types == {"TITLE", "ORG", "NAME", "EDU", "PRO", "CONT", "RACE", "LOC"}
+    entities = sum(data.label_names[i][0] in "BS" for row in data.train.labels for i in row)
+    assert entities == 13438
+
+
+def test_seqeval_scores_agree_with_the_hand_count():
+    gold = [["B-PER", "I-PER", "O", "B-LOC"], ["I-ORG", "O"]]
+    predicted = [["B-PER", "I-PER", "O", "B-ORG"], ["I-ORG", "O"]]
+    assert entity_scores(gold, predicted)["f1"] == pytest.approx(entity_f1(gold, predicted)["f1"]) == 2 / 3
+    # BMES, strict: gold NAME (B M E) and ORG (S); predicted NAME right, ORG as a lone B (no entity):
+    # precision 1/1, recall 1/2, F1 2/3.
+    scores = entity_scores([["B-NAME", "M-NAME", "E-NAME", "S-ORG"]], [["B-NAME", "M-NAME", "E-NAME", "B-ORG"]], "BMES")
+    assert (scores["precision"], scores["recall"]) == (1.0, 0.5) and scores["f1"] == pytest.approx(2 / 3)
+
+
+def test_recipe_file_fields_validate_with_the_key_path(tmp_path):
+    models = {"teacher": {"model": {"kind": "hf"}}, "student": {"model": {"kind": "hf", "layers": 2}}}
+    recipe = validate_recipe({"data": {"format": "csv", "train": "t.csv"}, **models})
+    assert recipe.data.dataset == "files"
+    with pytest.raises(RecipeError, match=r"data\.format"):
+        validate_recipe({"data": {"train": "t.csv"}, **models})
+    with pytest.raises(RecipeError, match="give one of them"):
+        validate_recipe({"data": {"dataset": "sst2", "format": "csv", "train": "t.csv"}})
+
+
+def test_a_three_class_csv_distils_from_a_recipe(tmp_path):
+    folder = save_tiny_bert_folder(tmp_path / "teacher")
+    train = _csv(tmp_path / "train.csv", ROWS * 12)
+    dev = _csv(tmp_path / "dev.csv", ROWS * 2)
+    train_settings = {"epochs": 1, "batch_size": 8, "optimizer": {"name": "adamw", "lr": 1e-3}}
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(dev)},
+        "teacher": {"model": {"kind": "hf", "path": folder}, "train": train_settings},
+        "student": {"model": {"kind": "hf", "path": folder, "layers": 2}, "train": train_settings},
+        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 1.0},
+    }
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    assert results["dataset"] == "files" and results["metric_label"] == "accuracy (validation)"
+    assert [row["role"] for row in results["rows"]] == ["baseline", "distilled"]
+    assert results["evaluation_examples"] == 6 and results["train_examples"] == 36
