@@ -108,6 +108,25 @@ def run(
     console.print(f"run folder: {out}")
 
 
+@app.command()
+@friendly_errors
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="a finished run folder (holding results.json)")],
+    out: Annotated[Path, typer.Option(help="the Hugging Face folder to write")],
+    row: Annotated[str, typer.Option(help="a row's role (distilled, baseline, ...) or its table label")] = "distilled",
+    seed: Annotated[int | None, typer.Option(help="which seed's model (default: the first)")] = None,
+) -> None:
+    """Write a row's model as a Hugging Face folder: config (real layer count, id2label), safetensors
+    weights and tokenizer, loadable with AutoModelFor...Classification and transformers.pipeline."""
+    from distill.run.export import export_row
+
+    model = export_row(run_dir, out, row, seed)
+    layers = getattr(model.config, "num_hidden_layers", "?")
+    console.print(
+        f"wrote {out} ({type(model).__name__}, {layers} layers, labels {list(model.config.id2label.values())})"
+    )
+
+
 @app.command("train-teacher")
 @friendly_errors
 def train_teacher(

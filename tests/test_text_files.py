@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+import transformers
 
 from distill.data.files import DataError
 from distill.data.labelled import TextFiles, load_text_data
+from distill.run.export import export_row
 from distill.run.recipe import RecipeError, validate_recipe
+from distill.run.results import find_row
 from distill.run.runner import run_recipe
 from distill.tasks.ner_metrics import entity_f1, entity_scores
 from tests.conftest import SHARED_DATA
@@ -137,3 +141,46 @@ def test_a_three_class_csv_distils_from_a_recipe(tmp_path):
     assert results["dataset"] == "files" and results["metric_label"] == "accuracy (validation)"
     assert [row["role"] for row in results["rows"]] == ["baseline", "distilled"]
     assert results["evaluation_examples"] == 6 and results["train_examples"] == 36
+
+    # the distilled student as a Hugging Face folder that plain transformers serves
+    export_row(tmp_path / "run", tmp_path / "export")
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "export")
+    assert model.config.num_hidden_layers == 2
+    assert model.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}
+    classify = transformers.pipeline(
+        "text-classification", model=model, tokenizer=transformers.AutoTokenizer.from_pretrained(tmp_path / "export")
+    )
+    dev_rows = ROWS * 2
+    predicted = [answer["label"] for answer in classify([text for text, _ in dev_rows])]
+    accuracy = sum(p == gold for p, (_, gold) in zip(predicted, dev_rows, strict=True)) / len(dev_rows)
+    assert accuracy == pytest.approx(find_row(results, "distilled")["score"]["mean"])
+
+
+def test_a_fine_tuned_teacher_folder_is_used_as_it_is(tmp_path):
+    folder = tmp_path / "teacher"
+    save_tiny_bert_folder(folder)
+    torch.manual_seed(0)
+    tuned = transformers.BertForSequenceClassification.from_pretrained(
+        folder, num_labels=3, id2label={0: "negative", 1: "neutral", 2: "positive"}
+    )
+    tuned.save_pretrained(folder)
+    train = _csv(tmp_path / "train.csv", ROWS * 4)
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(train)},
+        "teacher": {"model": {"kind": "hf", "path": str(folder)}},
+        "student": {"model": {"kind": "hf", "layers": 1}, "train": {"epochs": 1, "batch_size": 8}},
+        "distill": {"response_loss": "kd", "temperature": 2.0},
+    }
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    assert not (tmp_path / "run" / "teacher").exists()  # not fine-tuned again
+    expected = load_text_data(TextFiles("csv", train)).train.labels
+    with torch.no_grad():
+        tokens = transformers.AutoTokenizer.from_pretrained(folder)([text for text, _ in ROWS * 4], padding=True)
+        logits = tuned.eval()(**{k: torch.tensor(v) for k, v in tokens.items()}).logits
+    accuracy = float((logits.argmax(-1) == torch.tensor(expected)).float().mean())
+    assert results["teacher"]["score"] == pytest.approx(accuracy)
+
+    two = _csv(tmp_path / "two.csv", [("good", "pos"), ("bad", "neg")])
+    raw["data"] = {"format": "csv", "train": str(two), "validation": str(two)}
+    with pytest.raises(ValueError, match=r"the model's labels \['negative', 'neutral', 'positive'\] are not"):
+        run_recipe(validate_recipe(raw), raw, tmp_path / "run2", show_progress=False)

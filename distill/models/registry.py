@@ -73,6 +73,11 @@ class ModelSpec(BaseModel):
         ``distill`` is the recipe's ``distill:`` block."""
         return None
 
+    def trained_weights(self, context: ModelContext) -> Path | None:
+        """The weights of a model this spec loads already trained for the task (a user's fine-tuned
+        classifier): a teacher then is not trained unless the recipe gives ``teacher.train``. None here."""
+        return None
+
     def write_artefacts(self, model: nn.Module, inputs: Any, run_dir: Path) -> None:
         """Write pictures or files about a trained model into its run folder (``inputs``: test inputs)."""
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from distill.run.export import write_model_configs
 from distill.run.recipe import Recipe
 from distill.run.results import summarise
 from distill.strategies.context import RunContext
@@ -56,6 +57,7 @@ def run_recipe(
     strategy = recipe.strategy
     strategy.preflight(context)  # bad layer names and shapes fail here, before any training
     rows = strategy.run(context)
+    write_model_configs(rows)  # transformer rows: config.json beside the weights, for `distill export`
     results = summarise(
         rows,
         context.task.describe(),

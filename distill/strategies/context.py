@@ -141,6 +141,9 @@ class RunContext:
         if spec.checkpoint:
             load_module_weights(teacher, spec.checkpoint)
             return TeacherModel(teacher, [checkpoint_weights(spec.checkpoint)])
+        ready = spec.model.trained_weights(task.model_context(spec.seed))
+        if ready is not None and "train" not in spec.model_fields_set:  # a fine-tuned model, used as it is
+            return TeacherModel(teacher, [ready])
         run_dir = self.out / "teacher"
         self.train(SupervisedObjective(teacher), run_dir, spec.seed, "teacher", role="teacher", task=task)
         return TeacherModel(teacher, [weights_of(run_dir)])

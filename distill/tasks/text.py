@@ -186,4 +186,7 @@ class TextTask:
             "train_examples": len(self.train),
             "evaluation_examples": len(self.evaluation[self.score_split]),
             "latency_probe": f"{LATENCY_SHAPE[0]} x {LATENCY_SHAPE[1]} tokens",
+            "head": self.kind,  # what `distill export` rebuilds: AutoModelFor{Sequence,Token}Classification
+            "label_names": self.label_names,
+            **({"tokenizer": self.info["tokenizer"]} if "tokenizer" in self.info else {}),
         }

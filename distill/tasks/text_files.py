@@ -164,7 +164,7 @@ def tokenizer_source(recipe: Any) -> Any:
 def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
     """The recipe's text task (a preset, or ``data.train`` and friends), tokenised with its first
     transformer's tokenizer; the data are read and checked before the tokenizer is loaded."""
-    from distill.models.hf.loading import load_tokenizer
+    from distill.models.hf.loading import load_tokenizer, resolve_model_path
 
     spec = recipe.data
     files = spec.text_files() if spec.dataset == "files" else preset_files(spec.dataset, data_dir or spec.data_dir)
@@ -173,4 +173,6 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
         data = _held_out(data, spec.val_size, spec.split_seed)
     model = tokenizer_source(recipe)
     tokenizer = load_tokenizer(model.path, model.trust_remote_code)
-    return text_task_from(data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length)
+    task = text_task_from(data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length)
+    task.info["tokenizer"] = str(Path(resolve_model_path(model.path)).resolve())  # saved with an export
+    return task

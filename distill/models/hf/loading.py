@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
@@ -32,6 +33,36 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(packaged_minilm_path()) if name_or_path in ("minilm", "all-MiniLM-L6-v2") else name_or_path
 
 
+HEAD_ARCHITECTURES = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification"}
+
+
+def trained_head_labels(name_or_path: str, task: Task) -> list[str] | None:
+    """The label names of a folder whose model already has a ``task`` head (a fine-tuned classifier or
+    tagger, by its config's ``architectures``), else None. Generic names (``LABEL_0``) come back as ``[]``."""
+    config_path = Path(resolve_model_path(name_or_path)) / "config.json"
+    if not config_path.is_file():
+        return None
+    config = json.loads(config_path.read_text())
+    if not any(str(name).endswith(HEAD_ARCHITECTURES[task]) for name in config.get("architectures") or []):
+        return None
+    id2label = config.get("id2label") or {}
+    names = [str(id2label[key]) for key in sorted(id2label, key=int)]
+    return [] if all(name == f"LABEL_{i}" for i, name in enumerate(names)) else names
+
+
+def check_head_labels(name_or_path: str, head: list[str], label_names: Sequence[str]) -> None:
+    """A fine-tuned teacher's labels must be the data's, in the same id order; the error shows both."""
+    if head and list(head) != list(label_names):
+        hint = (
+            " (the same names in another order: set data.labels to the model's order)"
+            if set(head) == set(label_names)
+            else ""
+        )
+        raise ValueError(
+            f"{name_or_path}: the model's labels {head} are not the data's labels {list(label_names)}{hint}"
+        )
+
+
 def load_classifier(
     name_or_path: str,
     task: Task,
@@ -39,8 +70,11 @@ def load_classifier(
     seed: int = 0,
     eager_attention: bool = True,
     trust_remote_code: bool = False,
+    label_names: Sequence[str] | None = None,
 ) -> nn.Module:
-    """An ``AutoModelFor{Sequence,Token}Classification`` from a local folder; a new head is seeded.
+    """An ``AutoModelFor{Sequence,Token}Classification`` from a local folder; a new head is seeded unless
+    the folder has one of this size (a fine-tuned model, used as it is). ``label_names`` become the
+    config's ``id2label``/``label2id``.
 
     ``eager_attention`` makes attention probabilities available to ``attention:K`` matches.
     """
@@ -49,7 +83,10 @@ def load_classifier(
     classes = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
     if task not in classes:
         raise ValueError(f"task must be one of {sorted(classes)}, got {task!r}")
-    options = {"attn_implementation": "eager"} if eager_attention else {}
+    options: dict = {"attn_implementation": "eager"} if eager_attention else {}
+    if label_names is not None:
+        options["id2label"] = dict(enumerate(label_names))
+        options["label2id"] = {name: i for i, name in enumerate(label_names)}
     path = resolve_model_path(name_or_path)
     with torch.random.fork_rng(devices=[]), _quiet_loading():
         torch.manual_seed(seed)  # the freshly added head is initialised from the seed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
@@ -27,13 +28,33 @@ class HFSpec(ModelSpec):
     trust_remote_code: bool = False  # only when the user asks for it
 
     def load(self, context: ModelContext) -> nn.Module:
-        from distill.models.hf.loading import load_classifier
+        from distill.models.hf.loading import check_head_labels, load_classifier, trained_head_labels
 
         if context.head is None:
             raise ValueError("model kind 'hf' needs a text task (sequence or token classification)")
+        head = trained_head_labels(self.path, context.head)  # type: ignore[arg-type]
+        if head is not None and context.label_names is not None:
+            check_head_labels(self.path, head, context.label_names)
         return load_classifier(
-            self.path, context.head, context.num_classes, context.seed, trust_remote_code=self.trust_remote_code
+            self.path,
+            context.head,  # type: ignore[arg-type]
+            context.num_classes,
+            context.seed,
+            trust_remote_code=self.trust_remote_code,
+            label_names=context.label_names,
         )
+
+    def trained_weights(self, context: ModelContext) -> Path | None:
+        """The weights file of a folder that is already a fine-tuned classifier for this task (used as the
+        teacher without training unless the recipe gives ``teacher.train``), else None."""
+        from distill.models.hf.loading import resolve_model_path, trained_head_labels
+
+        if self.layers is not None or context.head is None:
+            return None
+        if trained_head_labels(self.path, context.head) is None:  # type: ignore[arg-type]
+            return None
+        weights = Path(resolve_model_path(self.path)) / "model.safetensors"
+        return weights if weights.is_file() else None
 
     def build(self, context: ModelContext) -> nn.Module:
         if self.layers is None:

@@ -1,0 +1,82 @@
+"""A trained row of a run as a Hugging Face folder that plain ``transformers`` loads.
+
+During a run, every row whose model carries a Hugging Face config gets that ``config.json`` beside its
+weights (:func:`write_model_configs`, with the real layer count and ``id2label``). ``distill export``
+(:func:`export_row`) rebuilds the model from it, loads the row's weights (safetensors, strict: nothing
+of connectors or method modules is part of them) and writes ``save_pretrained`` output plus the
+tokenizer the run encoded the data with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distill.run.results import find_row
+from distill.strategies.rows import Row
+from distill.train.checkpoint import atomic_write_text, load_module_weights
+
+HEADS = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
+
+
+def write_model_configs(rows: Sequence[Row]) -> None:
+    """``config.json`` beside each row's weights file, for the rows whose model has a Hugging Face config."""
+    for row in rows:
+        config = getattr(row.model, "config", None)
+        if row.weights is not None and hasattr(config, "to_json_string"):
+            atomic_write_text(Path(row.weights).parent / "config.json", config.to_json_string())
+
+
+def _row_entry(results: dict[str, Any], row: str, seed: int | None) -> dict[str, Any]:
+    """The seed entry of the row named by its role (``distilled``) or its label (``peer 0 mutual``)."""
+    found = next((r for r in results["rows"] if r["label"] == row), None) or find_row(results, row)
+    seeds = found["seeds"]
+    entry = seeds[0] if seed is None else next((s for s in seeds if s["seed"] == seed), None)
+    if entry is None:
+        raise ValueError(f"row {row!r} has no seed {seed}; its seeds are {[s['seed'] for s in seeds]}")
+    if "weights" not in entry:
+        raise ValueError(f"row {row!r} seed {entry['seed']} kept no weights file (it was not trained alone)")
+    return entry
+
+
+def _weights_path(run_dir: Path, recorded: str) -> Path:
+    """The weights file as recorded, or the same path inside ``run_dir`` when the run folder was moved."""
+    path = Path(recorded)
+    if path.is_file():
+        return path
+    parts = path.parts
+    for start in range(len(parts)):
+        candidate = run_dir.joinpath(*parts[start:])
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{recorded} (the row's weights) is not in {run_dir}")
+
+
+def export_row(run_dir: str | Path, out: str | Path, row: str = "distilled", seed: int | None = None) -> nn.Module:
+    """Write the model of ``row`` (default: the distilled student of the first seed) as a Hugging Face
+    folder ``out``; returns the model."""
+    run_dir, out = Path(run_dir), Path(out)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{run_dir} has no results.json: export needs a finished run folder")
+    results = json.loads(results_path.read_text())
+    if "head" not in results or "tokenizer" not in results:
+        raise ValueError(
+            f"{run_dir} is a run on {results.get('dataset')!r}: export writes Hugging Face folders for text runs; "
+            "a tensor model's weights are its row's model.safetensors"
+        )
+    weights = _weights_path(run_dir, _row_entry(results, row, seed)["weights"])
+    if not (weights.parent / "config.json").is_file():
+        raise FileNotFoundError(f"{weights.parent}/config.json is missing: this row's model is not a transformer")
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(weights.parent)
+    model = getattr(transformers, HEADS[results["head"]]).from_config(config)
+    load_module_weights(model, weights)
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(results["tokenizer"]).save_pretrained(out)
+    return model
