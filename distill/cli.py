@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from distill.capture import Capture, module_names
+from distill.capture import Capture, is_transformer, layout_of, module_names, open_capture
 from distill.core.batch import call_model
 from distill.losses.registry import UnknownLossError
 from distill.models import build_model, count_parameters
@@ -31,7 +31,9 @@ console = Console()
 USER_ERRORS = (RecipeError, UnknownLossError, FileNotFoundError, NonFiniteLossError, ValueError, KeyError)
 
 RecipeArgument = Annotated[str, typer.Argument(help="recipe YAML file, or a built-in recipe name (digits-demo)")]
-OverridesArgument = Annotated[list[str] | None, typer.Argument(help="key.path=value overrides, e.g. train.epochs=3")]
+OverridesArgument = Annotated[
+    list[str] | None, typer.Argument(help="key.path=value overrides, e.g. student.train.epochs=3 seeds=[0]")
+]
 DataDirOption = Annotated[str | None, typer.Option(help="folder holding the dataset files (overrides data.data_dir)")]
 
 
@@ -127,6 +129,28 @@ def export(
     )
 
 
+@app.command()
+@friendly_errors
+def predict(
+    folder: Annotated[Path, typer.Argument(help="a Hugging Face folder written by distill export")],
+    text: Annotated[list[str] | None, typer.Option(help="a text to classify (repeatable)")] = None,
+    input: Annotated[
+        Path | None, typer.Option(help="a file of texts: one per line, or JSONL with a text field")
+    ] = None,
+) -> None:
+    """Predict with an exported model: one JSON line per text, with label names and probabilities."""
+    import json
+
+    from distill.run.predict import predict as predictions
+    from distill.run.predict import read_inputs
+
+    texts = list(text or []) + (read_inputs(input) if input is not None else [])
+    if not texts:
+        raise ValueError('nothing to predict: give --text "..." or --input FILE')
+    for record in predictions(folder, texts):
+        print(json.dumps(record, ensure_ascii=False))
+
+
 @app.command("train-teacher")
 @friendly_errors
 def train_teacher(
@@ -215,18 +239,47 @@ def inspect(
     spec, _ = load_recipe(recipe)
     task = load_data(spec, data_dir)
     model = _model_for(spec, role, task).eval()
+    table = Table(title=f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)")
+    for column in ("name", "type", "output shape", "parameters"):
+        table.add_column(column)
+    if is_transformer(model):
+        _transformer_rows(table, model, task.sample_inputs(2))
+    else:
+        _module_rows(table, model, task.sample_inputs(2))
+    console.print(table)
+
+
+def _shape(value: object) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def _module_rows(table: Table, model: torch.nn.Module, inputs: object) -> None:
     names = module_names(model)
     with torch.no_grad(), Capture(model, names, detach=True) as captured:
-        call_model(model, task.sample_inputs(2))
-    table = Table(title=f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)")
-    for column in ("module name", "type", "output shape", "parameters"):
-        table.add_column(column)
+        call_model(model, inputs)
     for name in names:
         module = model.get_submodule(name)
-        shape = tuple(captured.records[name].shape) if name in captured.records else "(not called)"
-        own = sum(p.numel() for p in module.parameters())
-        table.add_row(name, type(module).__name__, str(shape), f"{own:,}")
-    console.print(table)
+        shape = _shape(captured.records[name]) if name in captured.records else "(not called)"
+        table.add_row(name, type(module).__name__, shape, f"{sum(p.numel() for p in module.parameters()):,}")
+
+
+def _transformer_rows(table: Table, model: torch.nn.Module, inputs: object) -> None:
+    """The layer names feature matches use (``hidden:K`` ... ``logits``) with their shapes on the sample."""
+    layout = layout_of(model)
+    count = layout.num_layers
+    names = [f"hidden:{k}" for k in range(count + 1)]
+    names += [f"{kind}:{k}" for kind in ("attention", "scores", "values") for k in range(count)]
+    names.append("logits")
+    with torch.no_grad(), open_capture(model, names, detach=True) as captured:
+        call_model(model, inputs)
+    for name in names:
+        kind, _, index = name.partition(":")
+        module = layout.embeddings if name == "hidden:0" else None
+        if index and name != "hidden:0":
+            module = layout.layer(int(index) - (1 if kind == "hidden" else 0))
+        module = module or layout.head
+        size = sum(p.numel() for p in model.get_submodule(module).parameters()) if module else 0
+        table.add_row(name, kind, _shape(captured[name]), f"{size:,}" if kind in ("hidden", "logits") else "")
 
 
 if __name__ == "__main__":

@@ -173,3 +173,16 @@ def test_a_recipe_mixing_methods_runs_end_to_end(tmp_path):
     terms = {key for record in steps if record["event"] == "step" for key in record}
     assert {"dkd", "hard_ce", "at:block1->block1", "at:block2->block2", "crd:flatten->flatten"} <= terms
     assert not any(key.startswith("fsp") for key in terms)  # FSP trains in its stage only
+
+
+def test_the_override_example_of_run_help_is_valid_for_every_shipped_recipe():
+    import re
+
+    from distill.cli import OverridesArgument
+    from distill.run.recipe import builtin_recipes, load_recipe
+
+    help_text = OverridesArgument.__metadata__[0].help
+    example = re.search(r"e\.g\. (.*)$", help_text).group(1).split()
+    for name in builtin_recipes():
+        recipe, _ = load_recipe(name, example)
+        assert recipe.seeds == [0] and recipe.student.train.epochs == 3

@@ -8,7 +8,9 @@ import json
 import pytest
 import torch
 import transformers
+from typer.testing import CliRunner
 
+from distill.cli import app
 from distill.data.files import DataError
 from distill.data.labelled import TextFiles, load_text_data
 from distill.run.export import export_row
@@ -154,6 +156,21 @@ def test_a_three_class_csv_distils_from_a_recipe(tmp_path):
     predicted = [answer["label"] for answer in classify([text for text, _ in dev_rows])]
     accuracy = sum(p == gold for p, (_, gold) in zip(predicted, dev_rows, strict=True)) / len(dev_rows)
     assert accuracy == pytest.approx(find_row(results, "distilled")["score"]["mean"])
+
+    # the CLI: predictions with label names, and the layer names of a text recipe's student
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": ROWS[0][0]}) + "\n")
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "export"), "--text", ROWS[1][0], "--input", str(tmp_path / "in.jsonl")]
+    )
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+    assert [line["label"] for line in lines] == [predicted[1], predicted[0]]
+    assert all(sum(line["probabilities"].values()) == pytest.approx(1, abs=1e-4) for line in lines)
+    (tmp_path / "recipe.yaml").write_text(json.dumps(raw))
+    result = runner.invoke(app, ["inspect", str(tmp_path / "recipe.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "hidden:2" in result.output and "attention:1" in result.output and "(2, 3)" in result.output
 
 
 def test_a_fine_tuned_teacher_folder_is_used_as_it_is(tmp_path):

@@ -74,9 +74,12 @@ def export_row(run_dir: str | Path, out: str | Path, row: str = "distilled", see
         raise FileNotFoundError(f"{weights.parent}/config.json is missing: this row's model is not a transformer")
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(weights.parent)
-    model = getattr(transformers, HEADS[results["head"]]).from_config(config)
-    load_module_weights(model, weights)
-    model.save_pretrained(out)
-    transformers.AutoTokenizer.from_pretrained(results["tokenizer"]).save_pretrained(out)
+    from distill.models.hf.loading import quiet_loading
+
+    with quiet_loading():
+        config = transformers.AutoConfig.from_pretrained(weights.parent)
+        model = getattr(transformers, HEADS[results["head"]]).from_config(config)
+        load_module_weights(model, weights)
+        model.save_pretrained(out)
+        transformers.AutoTokenizer.from_pretrained(results["tokenizer"]).save_pretrained(out)
     return model

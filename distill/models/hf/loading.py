@@ -88,7 +88,7 @@ def load_classifier(
         options["id2label"] = dict(enumerate(label_names))
         options["label2id"] = {name: i for i, name in enumerate(label_names)}
     path = resolve_model_path(name_or_path)
-    with torch.random.fork_rng(devices=[]), _quiet_loading():
+    with torch.random.fork_rng(devices=[]), quiet_loading():
         torch.manual_seed(seed)  # the freshly added head is initialised from the seed
         model, info = classes[task].from_pretrained(
             path, num_labels=num_labels, trust_remote_code=trust_remote_code, output_loading_info=True, **options
@@ -103,7 +103,7 @@ LOADING_LOGGERS = ("modeling_utils", "distributed.tensor_parallel")
 
 
 @contextmanager
-def _quiet_loading() -> Iterator[None]:
+def quiet_loading() -> Iterator[None]:
     """No progress bar and no load report while loading: :func:`_warn_unexpected_gaps` says what matters."""
     from transformers.utils import logging as hf_logging
 

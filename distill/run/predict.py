@@ -1,0 +1,81 @@
+"""Predictions of an exported Hugging Face folder (``distill export``) as JSON lines, with label names.
+
+Sequence classification gives ``{"text", "label", "probabilities": {name: p}}`` per input; token
+classification gives ``{"text", "tokens", "tags"}`` (one tag per whitespace-separated word: the tag
+of its first word piece).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.data.files import DataError
+from distill.models.hf.loading import quiet_loading
+
+
+def read_inputs(path: str | Path) -> list[str]:
+    """Texts from a ``.jsonl`` file (its ``text`` field) or from any other file, one per non-blank line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix.lower() != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f'{path}:{number}: expected an object with a "text" string')
+        texts.append(record["text"])
+    return texts
+
+
+def predict(folder: str | Path, texts: Sequence[str], batch_size: int = 32) -> Iterator[dict[str, Any]]:
+    """One prediction per text from the model and tokenizer in ``folder``."""
+    import transformers
+
+    folder = Path(folder)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no config.json: pass a folder written by `distill export`")
+    config = transformers.AutoConfig.from_pretrained(folder)
+    tagging = any(name.endswith("ForTokenClassification") for name in config.architectures or [])
+    auto = transformers.AutoModelForTokenClassification if tagging else transformers.AutoModelForSequenceClassification
+    with quiet_loading():
+        model = auto.from_pretrained(folder).eval()
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    names = [config.id2label[i] for i in range(config.num_labels)]
+    for start in range(0, len(texts), batch_size):
+        batch = list(texts[start : start + batch_size])
+        if tagging:
+            yield from _tag(model, tokenizer, batch, names)
+            continue
+        encoded = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+        with torch.no_grad():
+            probabilities = model(**encoded).logits.softmax(-1)
+        for text, row in zip(batch, probabilities, strict=True):
+            yield {
+                "text": text,
+                "label": names[int(row.argmax())],
+                "probabilities": {name: round(float(p), 6) for name, p in zip(names, row, strict=True)},
+            }
+
+
+def _tag(model: Any, tokenizer: Any, texts: list[str], names: list[str]) -> Iterator[dict[str, Any]]:
+    words = [text.split() for text in texts]
+    encoded = tokenizer(words, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        best = model(**encoded).logits.argmax(-1)
+    for index, (text, row) in enumerate(zip(texts, words, strict=True)):
+        tags: dict[int, str] = {}
+        for position, word in enumerate(encoded.word_ids(index)):
+            if word is not None and word not in tags:
+                tags[word] = names[int(best[index, position])]
+        yield {"text": text, "tokens": row, "tags": [tags.get(i, "O") for i in range(len(row))]}
