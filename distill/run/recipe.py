@@ -47,6 +47,7 @@ class DataSpec(StrictModel):
     data_dir: str | None = None  # folder of the dataset files; relative paths are taken from the working directory
     val_size: int = Field(0, ge=0)  # examples held out of train for per-epoch evaluation (0: evaluate on test)
     train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
+    eval_subset: int | None = Field(None, ge=1)  # quick runs: a seeded subset of each evaluation split
     split_seed: int = 0  # seeds the val/subset draw, not training, so every student sees the same examples
     max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
     # your own text files (dataset: files, implied by train): read with Hugging Face datasets

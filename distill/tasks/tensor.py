@@ -84,6 +84,17 @@ class TensorTask:
 
 def load_tensor_task(recipe: Any, data_dir: str | None = None) -> TensorTask:
     spec = recipe.data
-    return TensorTask(
-        load_dataset(spec.dataset, data_dir or spec.data_dir, spec.val_size, spec.train_subset, spec.split_seed)
-    )
+    data = load_dataset(spec.dataset, data_dir or spec.data_dir, spec.val_size, spec.train_subset, spec.split_seed)
+    if spec.eval_subset:
+        test = _first_seeded(data.test, spec.eval_subset, spec.split_seed)
+        val = _first_seeded(data.val, spec.eval_subset, spec.split_seed) if data.val is not None else None
+        data = dataclasses.replace(data, test=test, val=val)
+    return TensorTask(data)
+
+
+def _first_seeded(split: TensorDataset, count: int, seed: int) -> TensorDataset:
+    """``count`` examples of ``split`` drawn with ``seed`` (all of them if it has fewer)."""
+    if count >= len(split):
+        return split
+    chosen = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+    return TensorDataset(*(tensor[chosen] for tensor in split.tensors))

@@ -74,15 +74,20 @@ def _held_out(data: TextData, val_size: int, seed: int) -> TextData:
         raise ValueError(f"data.val_size is {val_size} but train has only {len(data.train.inputs)} examples")
     held = set(_subset(len(data.train.inputs), val_size, seed))
     keep = [i for i in range(len(data.train.inputs)) if i not in held]
+    evaluation = {"validation": _take(data.train, sorted(held)), **data.evaluation}
+    return TextData(**{**data.__dict__, "train": _take(data.train, keep), "evaluation": evaluation})
 
-    def pick(rows: list[int]) -> TextSplit:
-        split = data.train
-        return TextSplit(
-            [split.inputs[i] for i in rows], [split.labels[i] for i in rows], [split.lines[i] for i in rows]
-        )
 
-    evaluation = {"validation": pick(sorted(held)), **data.evaluation}
-    return TextData(**{**data.__dict__, "train": pick(keep), "evaluation": evaluation})
+def _take(split: TextSplit, rows: list[int]) -> TextSplit:
+    return TextSplit([split.inputs[i] for i in rows], [split.labels[i] for i in rows], [split.lines[i] for i in rows])
+
+
+def _with_eval_subset(data: TextData, count: int, seed: int) -> TextData:
+    """``count`` seeded examples of each evaluation split, for quick runs."""
+    evaluation = {
+        name: _take(split, _subset(len(split.inputs), count, seed)) for name, split in data.evaluation.items()
+    }
+    return TextData(**{**data.__dict__, "evaluation": evaluation})
 
 
 def text_task_from(
@@ -99,7 +104,7 @@ def text_task_from(
         raise ValueError("data: no split to evaluate on; give data.validation, data.test or data.val_size")
     total = len(data.train.inputs)
     chosen = _subset(total, train_subset, subset_seed)
-    train = TextSplit([data.train.inputs[i] for i in chosen], [data.train.labels[i] for i in chosen], [])
+    train = _take(data.train, chosen)
     splits = {"train": train, **data.evaluation}
     if data.kind == "sequence":
         built = {
@@ -173,6 +178,8 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
         data = _held_out(data, spec.val_size, spec.split_seed)
     model = tokenizer_source(recipe)
     tokenizer = load_tokenizer(model.path, model.trust_remote_code)
+    if spec.eval_subset:
+        data = _with_eval_subset(data, spec.eval_subset, spec.split_seed)
     task = text_task_from(data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length)
     task.info["tokenizer"] = str(Path(resolve_model_path(model.path)).resolve())  # saved with an export
     return task

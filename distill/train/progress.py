@@ -74,6 +74,8 @@ class TrainingProgress:
         if not self.enabled:
             return
         line = f"{self.description} epoch {record['epoch'] + 1}/{self.epochs}  train loss {record['train_loss']:.4f}"
-        if "eval_accuracy" in record:
+        if "eval_f1" in record:  # tagging: entity F1 is the task's metric, token accuracy is mostly "O"
+            line += f"  {record['eval_split']} entity F1 {100 * record['eval_f1']:.2f}%"
+        elif "eval_accuracy" in record:
             line += f"  {record['eval_split']} acc {100 * record['eval_accuracy']:.2f}%"
         self.progress.console.print(line + f"  ({record['seconds']:.1f}s)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -180,6 +181,12 @@ class Trainer:
         train_loader, eval_loader, generator = self._loaders(accelerator)
         steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum_steps)
         total_steps = steps_per_epoch * settings.epochs
+        if settings.lr_schedule.warmup_steps >= total_steps:
+            warnings.warn(
+                f"{self.description}: lr_schedule.warmup_steps is {settings.lr_schedule.warmup_steps} but the run has "
+                f"{total_steps} steps, so the learning rate never reaches optimizer.lr; lower warmup_steps",
+                stacklevel=2,
+            )
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: settings.lr_schedule.factor(step, total_steps)
         )
