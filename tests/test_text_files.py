@@ -201,3 +201,31 @@ def test_a_fine_tuned_teacher_folder_is_used_as_it_is(tmp_path):
     raw["data"] = {"format": "csv", "train": str(two), "validation": str(two)}
     with pytest.raises(ValueError, match=r"the model's labels \['negative', 'neutral', 'positive'\] are not"):
         run_recipe(validate_recipe(raw), raw, tmp_path / "run2", show_progress=False)
+
+
+def test_unlabeled_texts_reach_only_the_distilled_student_with_labels_hidden(tmp_path):
+    from distill.tasks.registry import load_task
+
+    folder = save_tiny_bert_folder(tmp_path / "bert")
+    train = _csv(tmp_path / "train.csv", ROWS * 4)
+    extra = tmp_path / "more.jsonl"
+    extra.write_text("".join(json.dumps({"text": f"more text {i}"}) + "\n" for i in range(20)))
+    settings = {"epochs": 1, "batch_size": 4}
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(train), "unlabeled": str(extra)},
+        "teacher": {"model": {"kind": "hf", "path": folder}, "train": settings},
+        "student": {"model": {"kind": "hf", "layers": 1}, "train": settings},
+        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 1.0},
+    }
+    recipe = validate_recipe(raw)
+    task = load_task(recipe)
+    assert len(task.train) == 12 and len(task.with_unlabeled().train) == 32
+    labels = [int(task.with_unlabeled().train[i]["labels"]) for i in range(32)]
+    assert all(label >= 0 for label in labels[:12]) and labels[12:] == [-100] * 20
+    run_recipe(recipe, raw, tmp_path / "run", show_progress=False)
+
+    def steps(role: str) -> int:
+        lines = (tmp_path / "run" / role / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines if '"epoch"' in line][-1]["step"]
+
+    assert steps("teacher") == 3 and steps("seed-0/baseline") == 3 and steps("seed-0/distilled") == 8

@@ -101,10 +101,18 @@ def _read(files: TextFiles, role: str) -> tuple[Path, dict[str, list]] | None:
     path = getattr(files, role)
     if path is None:
         return None
-    columns = read_columns(path, files.format, files.rename)
+    columns = read_columns(path, _format_of(Path(path), files.format), files.rename)
     if not columns or not len(next(iter(columns.values()))):
         raise DataError(f"{path}: the {role} split is empty; it needs at least one example")
     return Path(path), columns
+
+
+SUFFIX_FORMATS: dict[str, Format] = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+
+
+def _format_of(path: Path, default: Format) -> Format:
+    """A file's format by its suffix (an unlabeled JSONL beside CSV splits), else ``data.format``."""
+    return SUFFIX_FORMATS.get(path.suffix.lower(), default) if default != "conll" else default
 
 
 def _line_of(path: Path, row: int) -> int:

@@ -55,6 +55,7 @@ class DataSpec(StrictModel):
     train: str | None = None
     validation: str | None = None  # optional: else data.val_size examples of train, else test
     test: str | None = None  # optional; scored when given (else validation)
+    unlabeled: str | None = None  # texts without labels: the distilled student also learns from them
     text: str | list[str] = "text"  # a column, or two for sentence pairs: [premise, hypothesis]
     label: str = "label"  # strings or integers; any number of classes
     tokens: str = "tokens"  # tagging from JSONL/CSV/Parquet: the word lists ...
@@ -99,6 +100,7 @@ class DataSpec(StrictModel):
             self.train,  # type: ignore[arg-type]
             validation=self.validation,
             test=self.test,
+            unlabeled=self.unlabeled,
             text=self.text,
             label=self.label,
             tokens=self.tokens,

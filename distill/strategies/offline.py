@@ -85,21 +85,3 @@ class Offline(StrategySpec):
             if role == "distilled" and (inputs := context.task.artefact_inputs()) is not None:
                 recipe.student.model.write_artefacts(student, inputs, run_dir)
         return rows
-
-    def _through_chain(
-        self, context: RunContext, teacher: nn.Module, task: Any, seed: int, rows: list[Row]
-    ) -> nn.Module:
-        """Distil the assistants of ``student.chain`` in turn (each from the one before); append their rows and
-        return the last one, the student's teacher."""
-        specs = context.chain_specs()
-
-        def build(previous: nn.Module, spec: Any) -> nn.Module:
-            return context.build(spec, seed, source=previous)
-
-        def distil(previous: nn.Module, assistant: nn.Module, index: int) -> None:
-            run_dir = context.seed_dir(seed) / f"assistant-{index}"
-            objective = context.objective(previous, assistant, specs[index], task)
-            context.train(objective, run_dir, seed, f"assistant {index} s{seed}", task=task)
-            rows.append(context.row("assistant", seed, assistant, run_dir, index))
-
-        return run_chain(teacher, specs, build, distil)[-1].model

@@ -47,7 +47,7 @@ def transfer_tasks(task: Task, spec: TransferSpec, split_seed: int) -> TransferT
             raise ValueError(f"transfer.teacher_share {spec.teacher_share} leaves no examples for teacher or student")
         teacher, student = task.with_train(order[:cut]), task.with_train(order[cut:])
     distil = student if spec.labels else student.with_train(labels=False)
-    return TransferTasks(teacher, distil, student)
+    return TransferTasks(teacher, distil.with_unlabeled(), student)  # + data.unlabeled, labels hidden
 
 
 def check_no_transfer(recipe: Any, kind: str) -> None:

@@ -71,6 +71,11 @@ class Task(Protocol):
         (-100) when ``labels`` is false: transfer sets."""
         ...
 
+    def with_unlabeled(self) -> Task:
+        """The task with its unlabelled examples (``data.unlabeled``) added to training, labels hidden; the
+        task itself when it has none. Only distilled students train on it."""
+        ...
+
     def describe(self) -> dict[str, Any]:
         """results.json's description of the data: ``dataset``, ``metric``, ``metric_label``,
         ``train_examples``, ``evaluation_examples``, ``latency_probe``."""

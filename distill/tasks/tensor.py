@@ -71,6 +71,9 @@ class TensorTask:
             targets = torch.full_like(targets, -100)  # ignored by every loss: nothing can leak
         return TensorTask(dataclasses.replace(self.data, train=TensorDataset(inputs, targets)))
 
+    def with_unlabeled(self) -> TensorTask:
+        return self  # tensor datasets bring no separate unlabelled data
+
     def describe(self) -> dict[str, Any]:
         return {
             "dataset": self.name,

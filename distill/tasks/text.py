@@ -34,17 +34,24 @@ LATENCY_SHAPE = (32, 64)  # batch x length of the CPU latency probe
 class Indexed(Dataset):
     """Adds each example's ``index`` to the dict a text dataset yields."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int] | None = None, hide_labels: bool = False) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        indices: Sequence[int] | None = None,
+        hide_labels: bool = False,
+        unlabeled: frozenset[int] = frozenset(),
+    ) -> None:
         self.dataset = dataset
         self.indices = list(range(len(dataset))) if indices is None else list(indices)  # type: ignore[arg-type]
         self.hide_labels = hide_labels  # a transfer set: every label -100, ignored by every loss
+        self.unlabeled = unlabeled  # dataset indices that never have a label (data.unlabeled)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Tensor]:
         item = {**self.dataset[self.indices[position]], "index": torch.tensor(position)}
-        if self.hide_labels:
+        if self.hide_labels or self.indices[position] in self.unlabeled:
             item["labels"] = torch.full_like(item["labels"], -100)
         return item
 
@@ -96,6 +103,7 @@ class TextTask:
     info: dict[str, Any] = field(default_factory=dict)
     vocab_size: int = 30522
     score_split: str = "test"
+    unlabeled: list[int] = field(default_factory=list)  # indices of train.dataset holding data.unlabeled texts
 
     inputs: ClassVar[str] = "tokens"
     cache_teacher: ClassVar[bool] = True  # tokenised once, no augmentation: teacher outputs never change
@@ -170,12 +178,27 @@ class TextTask:
     def with_train(self, indices: Sequence[int] | None = None, labels: bool = True) -> TextTask:
         base = self.train.indices
         chosen = base if indices is None else [base[i] for i in indices]
-        train = Indexed(self.train.dataset, chosen, hide_labels=self.train.hide_labels or not labels)
+        hide = self.train.hide_labels or not labels
+        train = Indexed(self.train.dataset, chosen, hide_labels=hide, unlabeled=self.train.unlabeled)
         info = {**self.info, "train_examples": len(chosen)}
         source = self.info.get("source_indices")  # file position of each example of the tokenised dataset
         if source is not None:
             info["train_indices"] = [source[i] for i in chosen]
         return dataclasses.replace(self, train=train, info=info)
+
+    def with_unlabeled(self) -> TextTask:
+        """The same task with ``data.unlabeled``'s texts added to its training set, labels hidden (-100):
+        what a distilled student learns from (Hinton's transfer set). Itself when there are none."""
+        if not self.unlabeled:
+            return self
+        train = Indexed(
+            self.train.dataset,
+            [*self.train.indices, *self.unlabeled],
+            hide_labels=self.train.hide_labels,
+            unlabeled=frozenset(self.unlabeled),
+        )
+        info = {**self.info, "train_examples": len(train), "unlabeled_examples": len(self.unlabeled)}
+        return dataclasses.replace(self, train=train, info=info, unlabeled=[])
 
     def describe(self) -> dict[str, Any]:
         metric = "accuracy" if self.kind == "sequence" else "entity F1"

@@ -105,7 +105,9 @@ def text_task_from(
     total = len(data.train.inputs)
     chosen = _subset(total, train_subset, subset_seed)
     train = _take(data.train, chosen)
-    splits = {"train": train, **data.evaluation}
+    extra = list(data.unlabeled or [])  # tokenised with train; labels never read (hidden by with_unlabeled)
+    dummy = [0] * len(extra) if data.kind == "sequence" else [[0] * len(words) for words in extra]
+    splits = {"train": TextSplit(train.inputs + extra, train.labels + dummy, []), **data.evaluation}
     if data.kind == "sequence":
         built = {
             s: TextClassificationDataset(split.inputs, split.labels, tokenizer, max_length)
@@ -124,7 +126,8 @@ def text_task_from(
     return TextTask(
         name=name,
         kind=data.kind,
-        train=Indexed(built.pop("train")),
+        train=Indexed(built.pop("train"), list(range(len(chosen)))),
+        unlabeled=list(range(len(chosen), len(chosen) + len(extra))),
         evaluation={s: Indexed(dataset) for s, dataset in built.items()},
         label_names=data.label_names,
         collate=make_collate(tokenizer.pad_token_id),
