@@ -67,6 +67,11 @@ def _plan(layout: EncoderLayout, name: str) -> tuple[list[_Source], Callable[[li
         module = layout.embeddings if index == 0 else layout.layer(index - 1)
         return [_Source(module, 0)], lambda values: values[0]
     attention = layout.attention_of(index)
+    if kind in ("attention", "scores") and not layout.plain_scores:
+        raise ValueError(
+            f"{name}: this model's attention (DeBERTa's disentangled attention) neither returns its probabilities "
+            "nor has scores q·k/√d that the projections give; match 'hidden:K' or 'values:K' instead"
+        )
     if kind == "attention":
         return [_Source(attention, 1)], lambda values: _probabilities(values[0], name)
     query, key, value = (f"{attention}.{p}" for p in layout.projections)

@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from torch import nn
 
 # (query, key, value) attribute names of a self-attention module, per family.
-_PROJECTION_NAMES = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"))
+_PROJECTION_NAMES = (("query", "key", "value"), ("q_lin", "k_lin", "v_lin"), ("query_proj", "key_proj", "value_proj"))
+# Attention that adds more than q·k/√d to its scores (DeBERTa's disentangled relative-position terms):
+# ``scores:K`` recomputed from the projections would not be the model's, so it is refused there.
+SUPPORTED = "supported: BERT-family encoders (BERT, RoBERTa, XLM-RoBERTa, ELECTRA, MiniLM, DistilBERT, DeBERTa-v2)"
+_RELATIVE_ATTENTION = ("query_proj", "key_proj", "value_proj")
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class EncoderLayout:
     attention: str  # the self-attention module, relative to one layer
     projections: tuple[str, str, str]  # query, key, value attribute names inside the attention module
     head: str | None  # the task head whose output is the logits (``classifier``), when there is one
+    plain_scores: bool = True  # the attention scores are q·k/√d (False: relative-position terms too)
 
     def layer(self, index: int) -> str:
         return f"{self.layers}.{index}"
@@ -66,8 +71,7 @@ def layout_of(model: nn.Module) -> EncoderLayout:
     embeddings = [name for name in names if name.split(".")[-1] == "embeddings"]
     if not layer_lists or not embeddings:
         raise ValueError(
-            f"cannot find the embeddings and a list of {num_layers} layers in {type(model).__name__}; "
-            "supported: BERT-family encoders (BERT, RoBERTa, ELECTRA, MiniLM, DistilBERT)"
+            f"cannot find the embeddings and a list of {num_layers} layers in {type(model).__name__}; {SUPPORTED}"
         )
     layers = min(layer_lists, key=len)  # the outermost list (shortest dotted name)
     attention, projections = _find_attention(names[f"{layers}.0"], type(model).__name__)
@@ -80,6 +84,7 @@ def layout_of(model: nn.Module) -> EncoderLayout:
         attention=attention,
         projections=projections,
         head=head,
+        plain_scores=projections != _RELATIVE_ATTENTION,
     )
 
 
@@ -88,4 +93,7 @@ def _find_attention(layer: nn.Module, model_name: str) -> tuple[str, tuple[str, 
         for projections in _PROJECTION_NAMES:
             if all(isinstance(getattr(module, p, None), nn.Linear) for p in projections):
                 return name, projections
-    raise ValueError(f"cannot find a self-attention module with query/key/value projections in a layer of {model_name}")
+    raise ValueError(
+        f"cannot find a self-attention module with separate query/key/value projections in a layer of {model_name} "
+        f"(a fused one, as in ModernBERT, is not supported); {SUPPORTED}"
+    )
