@@ -81,3 +81,33 @@ def test_saved_model_loads_into_the_bare_model_and_mismatch_is_explained(tmp_pat
         load_module_weights(nn.Sequential(nn.Linear(4, 3)), folder / "model.safetensors")
     with pytest.raises(FileNotFoundError, match=r"expected a \.safetensors file"):
         load_module_weights(bare, tmp_path / "nothing.safetensors")
+
+
+def test_a_finished_stage_keeps_its_final_weights_only(tmp_path):
+    import pytest
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from distill.core.objective import SupervisedObjective
+    from distill.train import Trainer, TrainSettings
+
+    data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+
+    def trainer(folder, **options):
+        torch.manual_seed(0)
+        settings = TrainSettings(epochs=3, batch_size=8, **options)
+        return Trainer(SupervisedObjective(nn.Linear(4, 2)), data, None, settings, folder, show_progress=False)
+
+    final = trainer(tmp_path / "slim").fit()
+    folders = sorted((tmp_path / "slim" / "checkpoints").glob("epoch-*"))
+    assert [f.name for f in folders] == ["epoch-0002"]
+    assert sorted(p.name for p in folders[0].iterdir()) == ["model.safetensors", "state.json"]
+    assert trainer(tmp_path / "slim").fit(resume=True) == final  # finished: nothing re-trained
+    with pytest.raises(ValueError, match=r"kept its weights only .* cannot resume to 5 epochs"):
+        Trainer(
+            SupervisedObjective(nn.Linear(4, 2)), data, None, TrainSettings(epochs=5, batch_size=8), tmp_path / "slim"
+        ).fit(resume=True)
+    trainer(tmp_path / "whole", keep_when_done="all").fit()
+    kept = sorted((tmp_path / "whole" / "checkpoints").glob("epoch-*"))
+    assert len(kept) == 2 and (kept[-1] / "optimizer.safetensors").is_file()

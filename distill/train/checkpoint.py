@@ -167,18 +167,24 @@ def write_checkpoint(
     optimizer_state: dict,
     state: dict,
     keep_last: int = 2,
+    weights_only: bool = False,
 ) -> Path:
-    """Write one epoch's checkpoint folder atomically, point latest.json at it, prune old ones."""
+    """Write one epoch's checkpoint folder atomically, point latest.json at it, prune old ones.
+
+    ``weights_only`` (a finished stage): the weights and state.json alone, and every older checkpoint removed.
+    """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / checkpoint_name(epoch)
     staging = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
     try:
         for name, module in parts.items():
             save_module_atomic(module, staging / f"{name}.safetensors")
-        optimizer_tensors, optimizer_meta = split_optimizer_state(optimizer_state)
-        save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
-        rng_tensors, rng_meta = capture_rng_states()
-        save_file(rng_tensors, str(staging / "rng.safetensors"))
+        optimizer_meta = rng_meta = None
+        if not weights_only:
+            optimizer_tensors, optimizer_meta = split_optimizer_state(optimizer_state)
+            save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
+            rng_tensors, rng_meta = capture_rng_states()
+            save_file(rng_tensors, str(staging / "rng.safetensors"))
         full_state = {
             **state,
             "epoch": epoch,
@@ -197,7 +203,7 @@ def write_checkpoint(
     atomic_write_json(
         checkpoints_dir / LATEST, {"checkpoint": final.name, "epoch": epoch, "done": state.get("done", False)}
     )
-    _prune(checkpoints_dir, keep_last, keep=final.name)
+    _prune(checkpoints_dir, 1 if weights_only else keep_last, keep=final.name)
     return final
 
 
@@ -219,11 +225,14 @@ def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
     return folder
 
 
-def read_checkpoint(folder: Path, parts: dict[str, nn.Module]) -> tuple[dict, dict]:
-    """Load each part's weights; return (state.json contents, optimizer state_dict). RNG is restored separately."""
+def read_checkpoint(folder: Path, parts: dict[str, nn.Module]) -> tuple[dict, dict | None]:
+    """Load each part's weights; return (state.json contents, optimizer state_dict, or None for a finished
+    stage that kept its weights only). RNG is restored separately."""
     state = json.loads((folder / STATE).read_text())
     for name, module in parts.items():
         load_module_weights(module, folder / f"{name}.safetensors")
+    if state.get("optimizer") is None and state.get("done"):
+        return state, None
     optimizer_state = join_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
     return state, optimizer_state
 

@@ -71,4 +71,7 @@ class TrainSettings(StrictModel):
     jitter: int = Field(0, ge=0)  # random shift of input images by up to this many pixels
     log_every: int = Field(50, ge=1)  # optimizer steps between step records in metrics.jsonl
     keep_checkpoints: int = Field(2, ge=1)
+    # a finished stage keeps only its final weights (no optimizer or RNG state, no older epochs): a run
+    # folder that fits on a laptop; "all" keeps every kept checkpoint whole
+    keep_when_done: Literal["weights", "all"] = "weights"
     cpu: bool = False  # force CPU even when an accelerator is present

@@ -147,6 +147,14 @@ class Trainer:
         if folder is None:
             return 0, 0, None
         state, optimizer_state = read_checkpoint(folder, self.objective.parts(model))
+        if optimizer_state is None:  # a finished stage kept its weights only: nothing left to train
+            if state["epoch"] + 1 < self.settings.epochs:
+                raise ValueError(
+                    f"{folder}: this stage finished after {state['epoch'] + 1} epochs and kept its weights only "
+                    f"(train.keep_when_done: weights), so it cannot resume to {self.settings.epochs} epochs; "
+                    "start it afresh, or keep whole checkpoints with train.keep_when_done: all"
+                )
+            return self.settings.epochs, state["step"], folder
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         self._truncate_metrics(state["epoch"])
@@ -322,6 +330,7 @@ class Trainer:
             optimizer.state_dict(),
             state,
             keep_last=self.settings.keep_checkpoints,
+            weights_only=done and self.settings.keep_when_done == "weights",
         )
 
     def _non_finite(self, values: dict[str, float], epoch: int, step: int) -> NonFiniteLossError:
