@@ -274,10 +274,11 @@ def _transformer_rows(table: Table, model: torch.nn.Module, inputs: object) -> N
         call_model(model, inputs)
     for name in names:
         kind, _, index = name.partition(":")
-        module = layout.embeddings if name == "hidden:0" else None
-        if index and name != "hidden:0":
-            module = layout.layer(int(index) - (1 if kind == "hidden" else 0))
-        module = module or layout.head
+        module = None  # whose parameters a row shows: a hidden state's layer (or embeddings), the head
+        if kind == "hidden":
+            module = layout.embeddings if index == "0" else layout.layer(int(index) - 1)
+        elif kind == "logits":
+            module = layout.head
         size = sum(p.numel() for p in model.get_submodule(module).parameters()) if module else 0
         table.add_row(name, kind, _shape(captured[name]), f"{size:,}" if kind in ("hidden", "logits") else "")
 

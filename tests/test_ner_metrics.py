@@ -1,12 +1,13 @@
-"""Entity-level F1 against hand-computed cases, conlleval's reading of BIO tags, and word-level
-predictions from token logits."""
+"""Entity-level F1: the hand-written reference count on hand-computed cases (conlleval's reading of BIO
+tags), seqeval's scores (what runs report) equal to it on every case, and word-level predictions."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from distill.tasks.ner_metrics import bio_entities, entity_f1, extend_with_o, word_tags_from_logits
+from distill.tasks.ner_metrics import entity_scores, extend_with_o, word_tags_from_logits
+from tests.ner_reference import bio_entities, entity_f1
 
 GOLD = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O"]]  # PER 0-2, LOC 3-4 | ORG 0-1
 
@@ -79,6 +80,23 @@ def test_length_mismatches_name_the_sentence():
         entity_f1(GOLD, [GOLD[0], ["O", "O", "O"]])
     with pytest.raises(ValueError, match="2 gold sentences but 1 predicted sentences"):
         entity_f1(GOLD, [GOLD[0]])
+
+
+@pytest.mark.parametrize(
+    "predicted",
+    [
+        GOLD,
+        [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O"]],  # wrong type
+        [["B-PER", "O", "O", "B-LOC"], ["B-ORG", "I-ORG"]],  # wrong boundary
+        [["B-PER", "I-PER", "B-MISC", "B-LOC"], ["O", "B-ORG"]],  # precision and recall differ
+        [["I-PER", "I-PER", "O", "I-LOC"], ["I-ORG", "O"]],  # stray I- tags start entities
+        [["O"] * 4, ["O"] * 2],  # nothing predicted
+    ],
+)
+def test_seqeval_scores_equal_the_reference_count(predicted):
+    expected = entity_f1(GOLD, predicted)
+    scores = entity_scores(GOLD, predicted)
+    assert scores == pytest.approx({name: expected[name] for name in ("precision", "recall", "f1")})
 
 
 def test_word_tags_from_logits_reads_first_pieces_only():

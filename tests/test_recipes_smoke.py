@@ -36,9 +36,8 @@ def _tiny_copy(dataset: str, folder: Path) -> Path:
         lines = (source / name).read_text().splitlines(keepends=True)[:count]
         text = "".join(lines)
         (folder / name).write_text(text.rstrip("\n") + "\n\n" if name.endswith(".txt") else text)
-    for extra in ("labels.txt",):
-        if (source / extra).exists():
-            (folder / extra).write_text((source / extra).read_text())
+    if (source / "labels.txt").exists():  # CoNLL's tag list
+        (folder / "labels.txt").write_text((source / "labels.txt").read_text())
     return folder
 
 

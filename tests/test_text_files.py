@@ -17,9 +17,10 @@ from distill.run.export import export_row
 from distill.run.recipe import RecipeError, validate_recipe
 from distill.run.results import find_row
 from distill.run.runner import run_recipe
-from distill.tasks.ner_metrics import entity_f1, entity_scores
+from distill.tasks.ner_metrics import entity_scores
 from tests.conftest import SHARED_DATA
 from tests.hf_models import save_tiny_bert_folder
+from tests.ner_reference import entity_f1
 
 ROWS = [("a fine film", "positive"), ("dull and long", "negative"), ("it is a film", "neutral")]
 
@@ -44,7 +45,7 @@ def test_integer_labels_jsonl_pairs_and_given_names(tmp_path):
     path = tmp_path / "nli.jsonl"
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     data = load_text_data(TextFiles("jsonl", path, text=["premise", "hypothesis"]))
-    assert data.pairs and data.train.inputs[0] == ("a cat", "an animal") and data.label_names == ["0", "2"]
+    assert data.train.inputs[0] == ("a cat", "an animal") and data.label_names == ["0", "2"]
     named = load_text_data(TextFiles("jsonl", path, text=["premise", "hypothesis"], labels=["yes", "maybe", "no"]))
     assert named.train.labels == [0, 2] and named.label_names == ["yes", "maybe", "no"]
 
@@ -229,3 +230,13 @@ def test_unlabeled_texts_reach_only_the_distilled_student_with_labels_hidden(tmp
         return [json.loads(line) for line in lines if '"epoch"' in line][-1]["step"]
 
     assert steps("teacher") == 3 and steps("seed-0/baseline") == 3 and steps("seed-0/distilled") == 8
+
+
+def test_a_teacher_head_of_another_size_is_named_before_loading():
+    from distill.models.hf.loading import check_head_labels
+
+    check_head_labels("t", ["LABEL_0", "LABEL_1", "LABEL_2"], ["a", "b", "c"])  # generic names: any, same count
+    with pytest.raises(ValueError, match=r"t: the model's head has 2 labels but the data have 3 \(a, b, c\)"):
+        check_head_labels("t", ["LABEL_0", "LABEL_1"], ["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"same names in another order: set data\.labels"):
+        check_head_labels("t", ["b", "a"], ["a", "b"])

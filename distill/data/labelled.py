@@ -66,10 +66,6 @@ class TextData:
     scheme: Scheme | None = None
     files: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def pairs(self) -> bool:
-        return self.kind == "sequence" and bool(self.train.inputs) and isinstance(self.train.inputs[0], tuple)
-
 
 def load_text_data(files: TextFiles) -> TextData:
     """Read and check every split of ``files``; raises :class:`DataError` with one sentence on any problem."""
@@ -79,7 +75,7 @@ def load_text_data(files: TextFiles) -> TextData:
     reader = _TokenReader(files) if kind == "token" else _SequenceReader(files)
     raw = {role: reader.examples(path, table) for role, (path, table) in present.items() if role != "unlabeled"}
     names = reader.label_names(raw["train"][2], files.labels)
-    splits = {role: reader.encode(names, *examples, role=role) for role, examples in raw.items()}
+    splits = {role: reader.encode(names, *examples) for role, examples in raw.items()}
     evaluation = {files.split_names.get(role, role): splits[role] for role in ("validation", "test") if role in splits}
     unlabeled = None
     if "unlabeled" in present:
@@ -155,7 +151,7 @@ class _SequenceReader:
             return [str(value) for value in sorted(values)]
         return sorted(str(value) for value in values)
 
-    def encode(self, names: list[str], path: Path, inputs: list, labels: list, role: str) -> TextSplit:
+    def encode(self, names: list[str], path: Path, inputs: list, labels: list) -> TextSplit:
         ids = {name: position for position, name in enumerate(names)}
         encoded = []
         numbered = bool(self.files.labels)  # integer labels index the given names (0 = the first)
@@ -211,7 +207,7 @@ class _TokenReader:
         types = sorted({tag.partition("-")[2] for tag in seen if tag != "O"})
         return ["O", *(f"{prefix}-{kind}" for kind in types for prefix in prefixes)]
 
-    def encode(self, names: list[str], path: Path, inputs: list, tags: list, role: str) -> TextSplit:
+    def encode(self, names: list[str], path: Path, inputs: list, tags: list) -> TextSplit:
         ids = {name: position for position, name in enumerate(names)}
         encoded = []
         for row, row_tags in enumerate(tags):

@@ -5,9 +5,9 @@ Named Entity Recognition", score a system by micro-averaged precision, recall an
 a predicted entity counts only when its span and its type both match a gold entity exactly. Token
 accuracy would be dominated by ``O`` and says little; this is the number papers compare.
 
-Entities are read from IOB2 (BIO) tags the way the shared task's ``conlleval`` script reads them:
-``B-X`` always starts an entity, and an ``I-X`` that does not continue an entity of type X (at the
-start of a sentence, after ``O`` or after another type) starts a new one instead of being dropped.
+Scores come from ``seqeval`` (:func:`entity_scores`): BIO tags read as the shared task's ``conlleval``
+script reads them (an ``I-X`` that does not continue an entity of type X starts a new one), BIOES and
+BMES strictly. ``tests/ner_reference.py`` holds an independent hand-written count they are tested against.
 """
 
 from __future__ import annotations
@@ -19,83 +19,12 @@ from torch import Tensor
 IGNORE_INDEX = -100  # the label on special tokens, continuation word pieces and padding
 
 
-def _parse(tag: str, position: int) -> tuple[str, str]:
-    """(prefix, type) of a BIO tag; the error names the tag and where it is."""
-    prefix, _, kind = tag.partition("-")
-    if prefix not in ("B", "I") or not kind:
-        raise ValueError(f"tag {tag!r} at position {position} is not 'O', 'B-<type>' or 'I-<type>'")
-    return prefix, kind
-
-
-def bio_entities(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """The entities of one sentence as ``(type, start, end_exclusive)`` word spans, following conlleval.
-
-    ``B-X`` starts an entity; ``I-X`` continues the current entity only if it has type X, otherwise
-    it starts one (so ``O I-PER I-PER`` holds one PER entity, and ``B-ORG I-PER`` holds two).
-    """
-    entities: set[tuple[str, int, int]] = set()
-    kind: str | None = None
-    start = 0
-    for position, tag in enumerate(tags):
-        if tag == "O":
-            if kind is not None:
-                entities.add((kind, start, position))
-            kind = None
-            continue
-        prefix, tag_kind = _parse(tag, position)
-        if prefix == "B" or tag_kind != kind:
-            if kind is not None:
-                entities.add((kind, start, position))
-            kind, start = tag_kind, position
-    if kind is not None:
-        entities.add((kind, start, len(tags)))
-    return entities
-
-
-def _ratio(numerator: int, denominator: int) -> float:
-    return numerator / denominator if denominator else 0.0
-
-
-def entity_f1(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> dict[str, float | int]:
-    """Micro precision, recall and F1 (fractions in 0..1) over all entities, with the counts.
-
-    An entity is correct when its span and type match a gold entity exactly (CoNLL-2003). With no
-    predicted (or no gold) entity the undefined ratio is 0, as conlleval reports it. Returns
-    ``precision``, ``recall``, ``f1``, and the counts ``gold``, ``predicted``, ``correct``.
-    """
-    if len(gold) != len(predicted):
-        raise ValueError(f"{len(gold)} gold sentences but {len(predicted)} predicted sentences")
-    gold_count = predicted_count = correct = 0
-    for index, (gold_tags, predicted_tags) in enumerate(zip(gold, predicted, strict=True)):
-        if len(gold_tags) != len(predicted_tags):
-            raise ValueError(
-                f"sentence {index}: {len(gold_tags)} gold tags but {len(predicted_tags)} predicted tags; "
-                "score whole sentences (see extend_with_o for words lost to truncation)"
-            )
-        gold_entities = bio_entities(gold_tags)
-        predicted_entities = bio_entities(predicted_tags)
-        gold_count += len(gold_entities)
-        predicted_count += len(predicted_entities)
-        correct += len(gold_entities & predicted_entities)
-    precision = _ratio(correct, predicted_count)
-    recall = _ratio(correct, gold_count)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "precision": precision,
-        "recall": recall,
-        "f1": f1,
-        "gold": gold_count,
-        "predicted": predicted_count,
-        "correct": correct,
-    }
-
-
 def word_tags_from_logits(logits: Tensor, labels: Tensor, label_names: Sequence[str]) -> list[list[str]]:
     """Predicted word-level tags per sentence: the argmax tag at each position whose label is not -100.
 
     ``labels`` are those of ``distill.data.text.TokenTaggingDataset`` after collation: the first word
     piece of each word holds a tag id, everything else -100, so the result has one tag per word that
-    survived truncation, in word order, ready for ``entity_f1``.
+    survived truncation, in word order, ready for :func:`entity_scores`.
     """
     if logits.dim() != 3 or labels.dim() != 2 or logits.shape[:2] != labels.shape:
         raise ValueError(
@@ -129,7 +58,7 @@ def extend_with_o(predicted: Sequence[Sequence[str]], gold: Sequence[Sequence[st
 def entity_scores(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]], scheme: str = "BIO") -> dict:
     """Micro precision, recall and F1 over entities with ``seqeval``, for the tag scheme in use.
 
-    BIO is read as conlleval reads it (seqeval's default mode, the same as :func:`entity_f1`); BIOES
+    BIO is read as conlleval reads it (seqeval's default mode); BIOES
     and BMES (BIOES with ``M-`` for inside) are read strictly: an entity is a well-formed B…E or S span.
     """
     from seqeval.metrics import f1_score, precision_score, recall_score

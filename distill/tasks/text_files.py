@@ -177,7 +177,7 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
     spec = recipe.data
     files = spec.text_files() if spec.dataset == "files" else preset_files(spec.dataset, data_dir or spec.data_dir)
     data = load_text_data(files)
-    if spec.val_size and "validation" not in {role for role in data.files}:
+    if spec.val_size and "validation" not in data.files:
         data = _held_out(data, spec.val_size, spec.split_seed)
     model = tokenizer_source(recipe)
     tokenizer = load_tokenizer(model.path, model.trust_remote_code)

@@ -38,7 +38,7 @@ HEAD_ARCHITECTURES = {"sequence": "ForSequenceClassification", "token": "ForToke
 
 def trained_head_labels(name_or_path: str, task: Task) -> list[str] | None:
     """The label names of a folder whose model already has a ``task`` head (a fine-tuned classifier or
-    tagger, by its config's ``architectures``), else None. Generic names (``LABEL_0``) come back as ``[]``."""
+    tagger, by its config's ``architectures``), else None."""
     config_path = Path(resolve_model_path(name_or_path)) / "config.json"
     if not config_path.is_file():
         return None
@@ -46,13 +46,19 @@ def trained_head_labels(name_or_path: str, task: Task) -> list[str] | None:
     if not any(str(name).endswith(HEAD_ARCHITECTURES[task]) for name in config.get("architectures") or []):
         return None
     id2label = config.get("id2label") or {}
-    names = [str(id2label[key]) for key in sorted(id2label, key=int)]
-    return [] if all(name == f"LABEL_{i}" for i, name in enumerate(names)) else names
+    return [str(id2label[key]) for key in sorted(id2label, key=int)]
 
 
 def check_head_labels(name_or_path: str, head: list[str], label_names: Sequence[str]) -> None:
-    """A fine-tuned teacher's labels must be the data's, in the same id order; the error shows both."""
-    if head and list(head) != list(label_names):
+    """A fine-tuned teacher's labels must be the data's, in the same id order (generic ``LABEL_i`` names:
+    the same number); the error shows both."""
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(head))
+    if generic and len(head) != len(label_names):
+        raise ValueError(
+            f"{name_or_path}: the model's head has {len(head)} labels but the data have {len(label_names)} "
+            f"({', '.join(label_names)})"
+        )
+    if not generic and list(head) != list(label_names):
         hint = (
             " (the same names in another order: set data.labels to the model's order)"
             if set(head) == set(label_names)
