@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-ner benchmark-strategies clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,9 @@ benchmark-hinton: $(STAMP)
 
 benchmark-sst2: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.sst2
+
+benchmark-sst2-scarce: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.sst2_scarce
 
 benchmark-ner: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.ner

@@ -23,6 +23,7 @@ from distill.models.hf.spec import HFSpec
 from distill.run.measure import cpu_latency_ms
 from distill.run.recipe import DistillSpec, validate_recipe
 from distill.strategies.context import RunContext
+from distill.tasks.base import Task
 from distill.tasks.registry import load_task
 from distill.train.settings import TrainSettings
 
@@ -58,10 +59,11 @@ def base_recipe(dataset: str, train_subset: int, teacher_train: dict, student_tr
     }
 
 
-def bench_context(raw: dict, out: Path) -> RunContext:
-    """The library's run context for a benchmark recipe (validated as ``distill run`` would)."""
+def bench_context(raw: dict, out: Path, resume: bool = False) -> RunContext:
+    """The library's run context for a benchmark recipe (validated as ``distill run`` would); ``resume``
+    continues the stages already trained under ``out`` (a finished one returns its weights)."""
     recipe = validate_recipe(raw, f"benchmark {raw['name']}")
-    return RunContext(recipe, raw, out, load_task(recipe), show_progress=False)
+    return RunContext(recipe, raw, out, load_task(recipe), resume=resume, show_progress=False)
 
 
 def latency_ms(model: nn.Module, batch: int = 32, length: int = 64, repeats: int = 10) -> float:
@@ -130,14 +132,16 @@ def distil(
     seed: int,
     layer_map: str,
     train: TrainSettings | None = None,
+    task: Task | None = None,
 ) -> nn.Module:
-    """Train ``model`` in place with ``method`` from ``teacher`` (labels alone for a supervised row)."""
+    """Train ``model`` in place with ``method`` from ``teacher`` (labels alone for a supervised row) on
+    ``task``'s training set (default the benchmark's)."""
     if method.supervised:
         objective = context.objective(None, model)
     else:
         block = DistillSpec.model_validate(distill_block(method, layer_map))
-        objective = context.with_distill(block).objective(teacher, model)
-    context.train(objective, run_dir, seed, method.name, settings=train, evaluate=False)
+        objective = context.with_distill(block).objective(teacher, model, task=task)
+    context.train(objective, run_dir, seed, method.name, settings=train, evaluate=False, task=task)
     return model
 
 

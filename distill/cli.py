@@ -114,15 +114,19 @@ def run(
 @friendly_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder (holding results.json)")],
-    out: Annotated[Path, typer.Option(help="the Hugging Face folder to write")],
+    out: Annotated[Path, typer.Option(help="the folder to write (Hugging Face for text runs)")],
     row: Annotated[str, typer.Option(help="a row's role (distilled, baseline, ...) or its table label")] = "distilled",
     seed: Annotated[int | None, typer.Option(help="which seed's model (default: the first)")] = None,
 ) -> None:
     """Write a row's model as a Hugging Face folder: config (real layer count, id2label), safetensors
-    weights and tokenizer, loadable with AutoModelFor...Classification and transformers.pipeline."""
+    weights and tokenizer, loadable with AutoModelFor...Classification and transformers.pipeline. A tensor
+    run's model: model.safetensors + distill_model.json (distill.run.export_tensor.load_exported)."""
     from distill.run.export import export_row
 
     model = export_row(run_dir, out, row, seed)
+    if not hasattr(model, "config"):
+        console.print(f"wrote {out} ({type(model).__name__}: model.safetensors + distill_model.json)")
+        return
     layers = getattr(model.config, "num_hidden_layers", "?")
     console.print(
         f"wrote {out} ({type(model).__name__}, {layers} layers, labels {list(model.config.id2label.values())})"

@@ -111,3 +111,34 @@ def test_a_finished_stage_keeps_its_final_weights_only(tmp_path):
     trainer(tmp_path / "whole", keep_when_done="all").fit()
     kept = sorted((tmp_path / "whole" / "checkpoints").glob("epoch-*"))
     assert len(kept) == 2 and (kept[-1] / "optimizer.safetensors").is_file()
+    assert not (kept[0] / "optimizer.safetensors").exists()  # optimizer state in the newest checkpoint only
+    assert json.loads((kept[0] / "state.json").read_text())["optimizer"] is None
+
+
+def test_older_checkpoints_keep_weights_and_the_newest_the_optimizer(tmp_path):
+    import pytest
+    import torch
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from distill.core.objective import SupervisedObjective
+    from distill.train import Trainer, TrainSettings
+    from distill.train.checkpoint import read_checkpoint
+
+    data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
+
+    def folders(name, **options):
+        torch.manual_seed(0)
+        settings = TrainSettings(epochs=3, batch_size=8, keep_checkpoints=3, keep_when_done="all", **options)
+        Trainer(SupervisedObjective(nn.Linear(4, 2)), data, None, settings, tmp_path / name, show_progress=False).fit()
+        return sorted((tmp_path / name / "checkpoints").glob("epoch-*"))
+
+    slim = folders("slim")
+    assert [(f / "optimizer.safetensors").is_file() for f in slim] == [False, False, True]
+    assert all((f / "model.safetensors").is_file() for f in slim)
+    with pytest.raises(ValueError, match=r"epoch-0000: this checkpoint kept its weights only .* cannot resume"):
+        read_checkpoint(slim[0], {"model": nn.Linear(4, 2)})
+    whole = folders("whole", keep_optimizer_state="all")
+    assert all((f / "optimizer.safetensors").is_file() for f in whole)
+    sizes = [sum(p.stat().st_size for p in (tmp_path / n).rglob("*.safetensors")) for n in ("slim", "whole")]
+    assert sizes[0] < sizes[1]

@@ -42,7 +42,10 @@ def test_a_warm_up_longer_than_the_run_is_warned_about(tmp_path):
 
 
 def test_the_epoch_line_of_tagging_shows_entity_f1():
-    progress = TrainingProgress("student", epochs=2, batches_per_epoch=1)
+    from distill.tasks.text import tagging_metric
+
+    # the Trainer names the F1 by the task's metric: entity F1 for tagging
+    progress = TrainingProgress("student", epochs=2, batches_per_epoch=1, f1_label=tagging_metric(["O"]).label)
     record = {"epoch": 0, "train_loss": 0.5, "seconds": 1.0, "eval_split": "dev", "eval_accuracy": 0.97, "eval_f1": 0.4}
     with progress.progress.console.capture() as captured:
         progress.end_epoch(record)

@@ -240,3 +240,23 @@ def test_a_teacher_head_of_another_size_is_named_before_loading():
         check_head_labels("t", ["LABEL_0", "LABEL_1"], ["a", "b", "c"])
     with pytest.raises(ValueError, match=r"same names in another order: set data\.labels"):
         check_head_labels("t", ["b", "a"], ["a", "b"])
+
+
+def test_a_preset_takes_the_recipes_unlabeled_texts_in_its_own_column(tmp_path):
+    from distill.tasks.registry import load_task
+
+    folder = save_tiny_bert_folder(tmp_path / "bert")
+    sst2 = tmp_path / "sst2"
+    sst2.mkdir()
+    for name, header in (("train.tsv", "label\tsentence"), ("dev.tsv", "label\tcontent")):
+        (sst2 / name).write_text(header + "\n" + "".join(f"{i % 2}\tline {i}\n" for i in range(6)))
+    extra = tmp_path / "more.jsonl"
+    extra.write_text("".join(json.dumps({"sentence": f"unlabelled {i}"}) + "\n" for i in range(5)))
+    raw = {
+        "data": {"dataset": "sst2", "data_dir": str(sst2), "unlabeled": str(extra)},
+        "teacher": {"model": {"kind": "hf", "path": folder}},
+        "student": {"model": {"kind": "hf", "layers": 1}},
+    }
+    task = load_task(validate_recipe(raw))
+    assert len(task.train) == 6 and len(task.with_unlabeled().train) == 11
+    assert [int(task.with_unlabeled().train[i]["labels"]) for i in range(6, 11)] == [-100] * 5

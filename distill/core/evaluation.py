@@ -12,8 +12,18 @@ from torch.utils.data import DataLoader, Dataset
 from distill.core.batch import Inputs, as_batch, call_model, logits_of
 
 
+def is_multi_label(logits: Tensor, labels: Tensor) -> bool:
+    """Multi-label targets: 0/1 float vectors shaped like the logits (one sigmoid per class)."""
+    return labels.is_floating_point() and tuple(labels.shape) == tuple(logits.shape)
+
+
 def count_correct(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> tuple[int, int]:
-    """(correct, counted) over labels that are not ``ignore_index``; logits (B, C) or (B, L, C)."""
+    """(correct, counted) over labels that are not ``ignore_index``; logits (B, C) or (B, L, C).
+    Multi-label rows count as correct when every class is (logit > 0 exactly where the label is 1)."""
+    if is_multi_label(logits, labels):
+        valid = labels[:, 0] != ignore_index
+        exact = ((logits > 0) == (labels > 0.5)).all(dim=-1)
+        return int(exact[valid].sum()), int(valid.sum())
     valid = labels != ignore_index
     predictions = logits.argmax(dim=-1)
     return int((predictions[valid] == labels[valid]).sum()), int(valid.sum())
@@ -49,15 +59,25 @@ def evaluate(
             kept_labels.append(labels.cpu())
         batch_correct, batch_counted = count_correct(logits, labels)
         correct, counted = correct + batch_correct, counted + batch_counted
-        loss_sum += float(
-            nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
-            )
-        )
+        loss_sum += _summed_loss(logits, labels)
     if counted == 0:
         raise ValueError("the evaluation data has no labelled example")
     extra = metric(kept_logits, kept_labels) if metric is not None else {}
     return {"accuracy": correct / counted, "loss": loss_sum / counted, "examples": counted, **extra}
+
+
+def _summed_loss(logits: Tensor, labels: Tensor) -> float:
+    """The hard loss summed over labelled examples (positions): CE, or for multi-label the mean BCE of
+    each labelled row's classes."""
+    if is_multi_label(logits, labels):
+        valid = labels[:, 0] != -100
+        per_class = nn.functional.binary_cross_entropy_with_logits(logits[valid], labels[valid], reduction="none")
+        return float(per_class.mean(dim=-1).sum())
+    return float(
+        nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+    )
 
 
 def accuracy_on(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> float:

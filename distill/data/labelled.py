@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from distill.data.files import DataError, Format, read_columns
 
-Kind = Literal["sequence", "token"]
+Kind = Literal["sequence", "token", "multilabel"]
 Scheme = Literal["BIO", "BIOES", "BMES"]
 # The prefixes each tag scheme uses before "-<type>" (and "O" outside entities), in id order.
 SCHEME_PREFIXES: dict[str, tuple[str, ...]] = {
@@ -42,13 +42,15 @@ class TextFiles:
     labels: list[str] | None = None  # the label names in id order (default: sorted, "O" first for tags)
     scheme: Scheme | None = None  # tagging: inferred from the tags when not given
     rename: dict[str, str] = field(default_factory=dict)  # old column name -> new, for every split
+    label_separator: str | None = None  # multi-label from CSV/TSV: "sports|politics" (JSONL/Parquet: lists)
     split_names: dict[str, str] = field(default_factory=dict)  # e.g. {"validation": "dev"} for a preset
 
 
 @dataclass
 class TextSplit:
-    """One split: ``inputs`` (texts, (text, text) pairs, or word lists) and ``labels`` (label ids, or a
-    list of tag ids per sentence); ``lines`` is each example's line (row) in its file, for messages."""
+    """One split: ``inputs`` (texts, (text, text) pairs, or word lists) and ``labels`` (label ids, a list
+    of tag ids per sentence, or for multi-label a 0/1 vector over the label names); ``lines`` is each
+    example's line (row) in its file, for messages."""
 
     inputs: list
     labels: list
@@ -74,6 +76,8 @@ def load_text_data(files: TextFiles) -> TextData:
     kind: Kind = "token" if files.format == "conll" or files.tokens in present["train"][1] else "sequence"
     reader = _TokenReader(files) if kind == "token" else _SequenceReader(files)
     raw = {role: reader.examples(path, table) for role, (path, table) in present.items() if role != "unlabeled"}
+    if kind == "sequence" and reader.multi_label:  # type: ignore[union-attr]
+        kind = "multilabel"
     names = reader.label_names(raw["train"][2], files.labels)
     splits = {role: reader.encode(names, *examples) for role, examples in raw.items()}
     evaluation = {files.split_names.get(role, role): splits[role] for role in ("validation", "test") if role in splits}
@@ -139,23 +143,48 @@ class _SequenceReader:
                     raise DataError(f"{path}:{_line_of(path, row)}: column {name!r} has no text ({value!r})")
         return texts[0] if len(texts) == 1 else list(zip(*texts, strict=True))
 
+    multi_label = False  # set by the training split: lists of labels (or data.label_separator) per example
+
     def examples(self, path: Path, table: dict[str, list]) -> tuple[Path, list, list]:
         labels = _column(path, table, self.files.label, "label")
+        separator = self.files.label_separator
+        if separator is not None:
+            labels = [[part.strip() for part in str(value).split(separator) if part.strip()] for value in labels]
+        is_list = [isinstance(value, list) for value in labels]
+        if any(is_list) and not all(is_list):
+            row = is_list.index(not is_list[0])
+            raise DataError(
+                f"{path}:{_line_of(path, row)}: label {labels[row]!r} is {'a list' if is_list[row] else 'one name'} "
+                f"but row 1 has {'a list' if is_list[0] else 'one name'}; multi-label data give a list on every row"
+            )
+        if path == Path(self.files.train):
+            self.multi_label = all(is_list)
+        elif all(is_list) != self.multi_label:
+            raise DataError(f"{path}: labels are {'lists' if all(is_list) else 'single names'}, unlike the train file")
         return path, self.inputs(path, table), labels
 
     def label_names(self, train_labels: Sequence[Any], given: list[str] | None) -> list[str]:
         if given:
             return list(given)
-        values = set(train_labels)
+        values = {name for row in train_labels for name in row} if self.multi_label else set(train_labels)
         if all(isinstance(value, int) and not isinstance(value, bool) for value in values):
             return [str(value) for value in sorted(values)]
         return sorted(str(value) for value in values)
 
     def encode(self, names: list[str], path: Path, inputs: list, labels: list) -> TextSplit:
+        lines = [_line_of(path, row) for row in range(len(labels))]
+        if self.multi_label:  # each row: a 0/1 vector over the names (an empty list: none of them)
+            rows = [set(self._ids(names, path, row, names_of_row)) for row, names_of_row in enumerate(labels)]
+            return TextSplit(inputs, [[1.0 if i in ids else 0.0 for i in range(len(names))] for ids in rows], lines)
+        return TextSplit(inputs, self._ids(names, path, None, labels), lines)
+
+    def _ids(self, names: list[str], path: Path, row_of_list: int | None, labels: list) -> list[int]:
+        """Label ids of ``labels``: one per row, or (``row_of_list`` given) the labels of that one row."""
         ids = {name: position for position, name in enumerate(names)}
         encoded = []
         numbered = bool(self.files.labels)  # integer labels index the given names (0 = the first)
-        for row, label in enumerate(labels):
+        for position, label in enumerate(labels):
+            row = position if row_of_list is None else row_of_list
             if numbered and isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(names):
                 encoded.append(label)
                 continue
@@ -165,7 +194,7 @@ class _SequenceReader:
                     f"{path}:{_line_of(path, row)}: label {label!r} is not a label of the training data ({known})"
                 )
             encoded.append(ids[str(label)])
-        return TextSplit(inputs, encoded, [_line_of(path, row) for row in range(len(labels))])
+        return encoded
 
 
 class _TokenReader:

@@ -63,6 +63,7 @@ class _EncodedDataset(Dataset):
 
     columns: dict[str, list[list[int]]]
     labels: list
+    label_dtype: torch.dtype = torch.long
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -74,15 +75,23 @@ class _EncodedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         item = {key: torch.tensor(values[index], dtype=torch.long) for key, values in self.columns.items()}
-        item["labels"] = torch.tensor(self.labels[index], dtype=torch.long)
+        item["labels"] = torch.tensor(self.labels[index], dtype=self.label_dtype)
         return item
 
 
 class TextClassificationDataset(_EncodedDataset):
     """Sentences (or ``(first, second)`` sentence pairs, encoded as the tokenizer joins a pair) with one
-    integer label each, tokenised once (truncated to ``max_length``, unpadded)."""
+    integer label each, or (``multi_label``) a 0/1 float vector over the classes, tokenised once
+    (truncated to ``max_length``, unpadded)."""
 
-    def __init__(self, texts: Sequence[Any], labels: Sequence[int], tokenizer: Any, max_length: int = 128):
+    def __init__(
+        self,
+        texts: Sequence[Any],
+        labels: Sequence[Any],
+        tokenizer: Any,
+        max_length: int = 128,
+        multi_label: bool = False,
+    ):
         _check_same_length(texts, labels, "TextClassificationDataset")
         if texts and isinstance(texts[0], tuple):
             first, second = (list(column) for column in zip(*texts, strict=True))
@@ -90,7 +99,10 @@ class TextClassificationDataset(_EncodedDataset):
         else:
             encoding = tokenizer(list(texts), truncation=True, max_length=max_length)
         self.columns = _encoded_columns(encoding)
-        self.labels = [int(label) for label in labels]
+        if multi_label:
+            self.labels, self.label_dtype = [[float(v) for v in row] for row in labels], torch.float
+        else:
+            self.labels = [int(label) for label in labels]
 
 
 class TokenTaggingDataset(_EncodedDataset):
@@ -175,7 +187,7 @@ def _align(word_ids: Sequence[int | None], tag_ids: Sequence[int]) -> tuple[list
 
 def _pad(rows: Sequence[Tensor], value: int) -> Tensor:
     width = max(len(row) for row in rows)
-    out = torch.full((len(rows), width), value, dtype=torch.long)
+    out = torch.full((len(rows), width), value, dtype=rows[0].dtype)  # float: multi-label vectors
     for position, row in enumerate(rows):
         out[position, : len(row)] = row
     return out

@@ -29,6 +29,7 @@ Knowledge = Literal["response", "feature", "relation", "contrastive"]
 # imports: ``distill.methods`` sits above ``distill.losses`` in the layering.
 _BUILTIN_PROVIDERS: tuple[str, ...] = (
     "distill.losses.response",
+    "distill.losses.multilabel",
     "distill.losses.dkd_dist",
     "distill.losses.feature",
     "distill.losses.feature_maps",

@@ -190,8 +190,13 @@ def hard_ce_loss(
     ``mask`` (if given) is 1. With no such position the loss is zero, attached to the graph.
 
     Shapes: logits ``(B, C)`` with integer labels ``(B,)``, or ``(B, L, C)`` with labels ``(B, L)``;
-    ``mask`` has the labels' shape.
+    ``mask`` has the labels' shape. Multi-label data (float 0/1 labels shaped like the logits) get the
+    binary cross-entropy per class instead (:func:`~distill.losses.multilabel.multilabel_bce_loss`).
     """
+    if labels.is_floating_point() and tuple(labels.shape) == tuple(student_logits.shape):
+        from distill.losses.multilabel import multilabel_bce_loss
+
+        return multilabel_bce_loss(student_logits, labels, mask)
     if student_logits.dim() not in (2, 3):
         raise ValueError(
             "hard_ce: logits must be (batch, classes) or (batch, length, classes); "

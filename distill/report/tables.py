@@ -23,13 +23,29 @@ def _size(size_bytes: int) -> str:
     return f"{size_bytes / 1024:.1f} KiB" if size_bytes < 1024**2 else f"{size_bytes / 1024**2:.2f} MiB"
 
 
+def _latency(model: dict) -> str:
+    spread = model.get("cpu_latency_spread")  # absent in results written before interleaved timing
+    return f"{model['cpu_latency_ms']:.2f} ms" + (f" (±{50 * spread:.0f}%)" if spread is not None else "")
+
+
+def latency_note(results: dict) -> str:
+    """How latency was measured, and the busy-machine warning when there is one."""
+    latency = results.get("latency", {})
+    rounds = f" over {latency['rounds']} interleaved rounds" if latency.get("rounds") else ""
+    note = (
+        f"Latency: median forward time of a {results['latency_probe']} on CPU with {results['torch_threads']} "
+        f"threads{rounds} (± half the interquartile range); speed-up: median of the per-round teacher/student ratio."
+    )
+    return note + (f" **Warning: {latency['warning']}.**" if latency.get("warning") else "")
+
+
 def _model_row(name: str, score: str, model: dict, speedup: str) -> list[str]:
     return [
         name,
         score,
         f"{model['parameters']:,}",
         _size(model["size_bytes"]),
-        f"{model['cpu_latency_ms']:.2f} ms",
+        _latency(model),
         speedup,
     ]
 
@@ -70,6 +86,8 @@ def print_table(results: dict, console: Console | None = None) -> None:
         table.add_row(*row)
     console = console or Console()
     console.print(table)
+    if results.get("latency", {}).get("warning"):
+        console.print(f"[yellow]warning: {results['latency']['warning']}[/yellow]")
     if "distillation_gain" in results:
         console.print(
             f"distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} "
@@ -122,8 +140,7 @@ def write_report(results: dict, run_dir: Path) -> None:
         f"# {results['recipe']}",
         "",
         f"Dataset: {results['dataset']} ({results['train_examples']} training examples). {_scored_on(results)} "
-        f"at the final epoch, mean ± sample std over seeds {results['seeds']}. Latency: median forward time of a "
-        f"{results['latency_probe']} on CPU with {results['torch_threads']} threads.",
+        f"at the final epoch, mean ± sample std over seeds {results['seeds']}. {latency_note(results)}",
         "",
         markdown_table(results),
         "",

@@ -1,4 +1,5 @@
-"""A trained row of a run as a Hugging Face folder that plain ``transformers`` loads.
+"""A trained row of a run as a Hugging Face folder that plain ``transformers`` loads (text runs; tensor
+runs: :mod:`distill.run.export_tensor`).
 
 During a run, every row whose model carries a Hugging Face config gets that ``config.json`` beside its
 weights (:func:`write_model_configs`, with the real layer count and ``id2label``). ``distill export``
@@ -20,7 +21,11 @@ from distill.run.results import find_row
 from distill.strategies.rows import Row
 from distill.train.checkpoint import atomic_write_text, load_module_weights
 
-HEADS = {"sequence": "AutoModelForSequenceClassification", "token": "AutoModelForTokenClassification"}
+HEADS = {
+    "sequence": "AutoModelForSequenceClassification",
+    "multilabel": "AutoModelForSequenceClassification",  # config.problem_type says multi-label
+    "token": "AutoModelForTokenClassification",
+}
 
 
 def write_model_configs(rows: Sequence[Row]) -> None:
@@ -31,8 +36,8 @@ def write_model_configs(rows: Sequence[Row]) -> None:
             atomic_write_text(Path(row.weights).parent / "config.json", config.to_json_string())
 
 
-def _row_entry(results: dict[str, Any], row: str, seed: int | None) -> dict[str, Any]:
-    """The seed entry of the row named by its role (``distilled``) or its label (``peer 0 mutual``)."""
+def _row_entry(results: dict[str, Any], row: str, seed: int | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The row named by its role (``distilled``) or its label (``peer 0 mutual``), and its seed entry."""
     found = next((r for r in results["rows"] if r["label"] == row), None) or find_row(results, row)
     seeds = found["seeds"]
     entry = seeds[0] if seed is None else next((s for s in seeds if s["seed"] == seed), None)
@@ -40,7 +45,7 @@ def _row_entry(results: dict[str, Any], row: str, seed: int | None) -> dict[str,
         raise ValueError(f"row {row!r} has no seed {seed}; its seeds are {[s['seed'] for s in seeds]}")
     if "weights" not in entry:
         raise ValueError(f"row {row!r} seed {entry['seed']} kept no weights file (it was not trained alone)")
-    return entry
+    return found, entry
 
 
 def _weights_path(run_dir: Path, recorded: str) -> Path:
@@ -57,19 +62,22 @@ def _weights_path(run_dir: Path, recorded: str) -> Path:
 
 
 def export_row(run_dir: str | Path, out: str | Path, row: str = "distilled", seed: int | None = None) -> nn.Module:
-    """Write the model of ``row`` (default: the distilled student of the first seed) as a Hugging Face
-    folder ``out``; returns the model."""
+    """Write the model of ``row`` (default: the distilled student of the first seed) to ``out``: a Hugging
+    Face folder for a text run, safetensors + ``distill_model.json`` for a tensor run
+    (:mod:`distill.run.export_tensor`); returns the model."""
     run_dir, out = Path(run_dir), Path(out)
     results_path = run_dir / "results.json"
     if not results_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no results.json: export needs a finished run folder")
     results = json.loads(results_path.read_text())
-    if "head" not in results or "tokenizer" not in results:
-        raise ValueError(
-            f"{run_dir} is a run on {results.get('dataset')!r}: export writes Hugging Face folders for text runs; "
-            "a tensor model's weights are its row's model.safetensors"
-        )
-    weights = _weights_path(run_dir, _row_entry(results, row, seed)["weights"])
+    found, entry = _row_entry(results, row, seed)
+    weights = _weights_path(run_dir, entry["weights"])
+    if "head" not in results:
+        from distill.run.export_tensor import export_tensor_row
+
+        return export_tensor_row(run_dir, out, results, found, entry, weights)
+    if "tokenizer" not in results:
+        raise ValueError(f"{run_dir}/results.json names no tokenizer: run the recipe again to export it")
     if not (weights.parent / "config.json").is_file():
         raise FileNotFoundError(f"{weights.parent}/config.json is missing: this row's model is not a transformer")
     import transformers

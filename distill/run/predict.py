@@ -1,6 +1,7 @@
 """Predictions of an exported Hugging Face folder (``distill export``) as JSON lines, with label names.
 
-Sequence classification gives ``{"text", "label", "probabilities": {name: p}}`` per input; token
+Sequence classification gives ``{"text", "label", "probabilities": {name: p}}`` per input (multi-label:
+``{"text", "labels": [every name with p > 0.5], "probabilities"}``, a sigmoid per class); token
 classification gives ``{"text", "tokens", "tags"}`` (one tag per whitespace-separated word: the tag
 of its first word piece).
 """
@@ -58,12 +59,15 @@ def predict(folder: str | Path, texts: Sequence[str], batch_size: int = 32) -> I
             yield from _tag(model, tokenizer, batch, names)
             continue
         encoded = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
+        multi = config.problem_type == "multi_label_classification"
         with torch.no_grad():
-            probabilities = model(**encoded).logits.softmax(-1)
+            logits = model(**encoded).logits
+        probabilities = logits.sigmoid() if multi else logits.softmax(-1)  # a sigmoid per class for multi-label
         for text, row in zip(batch, probabilities, strict=True):
+            chosen = {"labels": [n for n, p in zip(names, row, strict=True) if p > 0.5]} if multi else {}
             yield {
                 "text": text,
-                "label": names[int(row.argmax())],
+                **(chosen or {"label": names[int(row.argmax())]}),
                 "probabilities": {name: round(float(p), 6) for name, p in zip(names, row, strict=True)},
             }
 

@@ -57,7 +57,8 @@ class DataSpec(StrictModel):
     test: str | None = None  # optional; scored when given (else validation)
     unlabeled: str | None = None  # texts without labels: the distilled student also learns from them
     text: str | list[str] = "text"  # a column, or two for sentence pairs: [premise, hypothesis]
-    label: str = "label"  # strings or integers; any number of classes
+    label: str = "label"  # strings or integers; any number of classes; a list per row: multi-label
+    label_separator: str | None = None  # multi-label in CSV/TSV: one column "sports|politics" split on "|"
     tokens: str = "tokens"  # tagging from JSONL/CSV/Parquet: the word lists ...
     tags: str = "tags"  # ... and the tag lists (BIO, BIOES or BMES)
     labels: list[str] | None = None  # label names in id order (default: sorted; integer labels index them)
@@ -108,6 +109,7 @@ class DataSpec(StrictModel):
             labels=self.labels,
             scheme=self.scheme,
             rename=dict(self.rename),
+            label_separator=self.label_separator,
         )
 
 

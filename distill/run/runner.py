@@ -22,7 +22,7 @@ import yaml
 from distill.run.export import write_model_configs
 from distill.run.recipe import Recipe
 from distill.run.results import summarise
-from distill.strategies.context import RunContext
+from distill.strategies.context import RunContext, check_multi_label
 from distill.tasks.base import Task
 from distill.tasks.registry import load_task
 from distill.train.checkpoint import atomic_write_json, atomic_write_text
@@ -55,6 +55,7 @@ def run_recipe(
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     context = make_context(recipe, raw, out, resume, data_dir, show_progress)
     strategy = recipe.strategy
+    check_multi_label(context.task, recipe.distill.response_loss, strategy.kind)
     strategy.preflight(context)  # bad layer names and shapes fail here, before any training
     rows = strategy.run(context)
     write_model_configs(rows)  # transformer rows: config.json beside the weights, for `distill export`

@@ -171,6 +171,7 @@ class RunContext:
 
     def distiller(self, teacher: nn.Module, student: nn.Module, task: Task) -> Distiller:
         spec = self.recipe.distill
+        check_multi_label(task, spec.response_loss, self.recipe.strategy.kind)
         cache = None
         if task.cache_teacher:
             key = (id(teacher), id(task.train))
@@ -194,6 +195,25 @@ class RunContext:
         recipe = self.recipe
         teacher = self.build(recipe.teacher.model, recipe.teacher.seed)  # an ensemble's members share its kind
         self.objective(teacher, self.build_student(0, source=teacher))
+
+
+MULTI_LABEL_LOSSES = ("sigmoid_kd", "logits_mse")  # a softmax over independent yes/no classes is meaningless
+
+
+def check_multi_label(task: Task, response_loss: str | None, strategy: str) -> None:
+    """Multi-label data need a per-class response loss, and the offline strategy (the others use softmax KD)."""
+    if getattr(task, "kind", None) != "multilabel":
+        return
+    if strategy != "offline":
+        raise ValueError(
+            f"multi-label data: strategy {strategy!r} distils with a softmax over classes; use the offline strategy "
+            "with distill.response_loss: sigmoid_kd"
+        )
+    if response_loss is not None and response_loss not in MULTI_LABEL_LOSSES:
+        raise ValueError(
+            f"multi-label data: distill.response_loss {response_loss!r} takes a softmax over the classes, but each "
+            f"class is its own yes/no decision; use one of {', '.join(MULTI_LABEL_LOSSES)} (or null)"
+        )
 
 
 def feature_matches(specs: list[Any], student: nn.Module, teacher: nn.Module) -> list[FeatureMatch]:

@@ -82,6 +82,8 @@ class TensorTask:
             "train_examples": len(self.train),
             "evaluation_examples": len(self.data.test),
             "latency_probe": f"batch of {LATENCY_BATCH}",
+            "input_shape": list(self.data.input_shape),  # what `distill export` rebuilds the model for
+            "num_classes": self.num_classes,
         }
 
 

@@ -88,7 +88,25 @@ def tagging_metric(
             gold += [[label_names[int(t)] for t in row if int(t) != -100] for row in batch_labels]
         return entity_scores(gold, predicted, scheme)
 
+    metric.label = "entity F1"  # type: ignore[attr-defined]
     return metric
+
+
+def multilabel_metric(logits: list[Tensor], labels: list[Tensor]) -> dict[str, float]:
+    """Micro-averaged precision, recall and F1 over every (example, class) decision, a class predicted
+    when its logit is above 0 (probability above 0.5); rows with hidden labels (-100) are left out."""
+    predicted = torch.cat([batch > 0 for batch in logits])
+    gold = torch.cat([batch > 0.5 for batch in labels])
+    rows = torch.cat([batch[:, 0] != -100 for batch in labels])
+    predicted, gold = predicted[rows], gold[rows]
+    true_positive = int((predicted & gold).sum())
+    precision = true_positive / max(int(predicted.sum()), 1)
+    recall = true_positive / max(int(gold.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"f1": f1, "precision": precision, "recall": recall}
+
+
+multilabel_metric.label = "micro F1"  # type: ignore[attr-defined]
 
 
 @dataclass
@@ -119,8 +137,8 @@ class TextTask:
 
     @property
     def score_name(self) -> str:
-        """The headline metric: accuracy for classification, entity F1 for tagging."""
-        return "f1" if self.kind == "token" else "accuracy"
+        """The headline metric: accuracy for classification, entity F1 for tagging, micro F1 for multi-label."""
+        return "accuracy" if self.kind == "sequence" else "f1"
 
     def sample_inputs(self, count: int = 4) -> dict[str, Tensor]:
         """The first ``count`` training inputs, padded: the Distiller's probe batch."""
@@ -201,7 +219,7 @@ class TextTask:
         return dataclasses.replace(self, train=train, info=info, unlabeled=[])
 
     def describe(self) -> dict[str, Any]:
-        metric = "accuracy" if self.kind == "sequence" else "entity F1"
+        metric = {"sequence": "accuracy", "token": "entity F1", "multilabel": "micro F1"}[self.kind]
         return {
             "dataset": self.name,
             "metric": self.score_name,

@@ -7,6 +7,7 @@ same readers (``sst2``, ``conll2003`` in ../shared/data).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import torch
 
 from distill.data.labelled import TextData, TextFiles, TextSplit, load_text_data
 from distill.data.text import TextClassificationDataset, TokenTaggingDataset, conll_label_names, make_collate
-from distill.tasks.text import Indexed, TextTask, tagging_metric
+from distill.tasks.text import Indexed, TextTask, multilabel_metric, tagging_metric
 
 
 def _sst2(folder: Path) -> TextFiles:
@@ -61,7 +62,8 @@ def preset_files(name: str, data_dir: str | Path | None = None) -> TextFiles:
     return PRESETS[name](Path(data_dir) if data_dir is not None else default_data_dir(name))
 
 
-def _subset(count: int, subset: int | None, seed: int) -> list[int]:
+def seeded_subset(count: int, subset: int | None, seed: int) -> list[int]:
+    """``subset`` of ``range(count)`` drawn with ``seed``, in order (all of it when ``subset`` is None)."""
     if subset is None or subset >= count:
         return list(range(count))
     generator = torch.Generator().manual_seed(seed)
@@ -72,7 +74,7 @@ def _held_out(data: TextData, val_size: int, seed: int) -> TextData:
     """``val_size`` seeded training examples become the validation split (no validation file given)."""
     if val_size >= len(data.train.inputs):
         raise ValueError(f"data.val_size is {val_size} but train has only {len(data.train.inputs)} examples")
-    held = set(_subset(len(data.train.inputs), val_size, seed))
+    held = set(seeded_subset(len(data.train.inputs), val_size, seed))
     keep = [i for i in range(len(data.train.inputs)) if i not in held]
     evaluation = {"validation": _take(data.train, sorted(held)), **data.evaluation}
     return TextData(**{**data.__dict__, "train": _take(data.train, keep), "evaluation": evaluation})
@@ -85,7 +87,7 @@ def _take(split: TextSplit, rows: list[int]) -> TextSplit:
 def _with_eval_subset(data: TextData, count: int, seed: int) -> TextData:
     """``count`` seeded examples of each evaluation split, for quick runs."""
     evaluation = {
-        name: _take(split, _subset(len(split.inputs), count, seed)) for name, split in data.evaluation.items()
+        name: _take(split, seeded_subset(len(split.inputs), count, seed)) for name, split in data.evaluation.items()
     }
     return TextData(**{**data.__dict__, "evaluation": evaluation})
 
@@ -103,17 +105,22 @@ def text_task_from(
     if not data.evaluation:
         raise ValueError("data: no split to evaluate on; give data.validation, data.test or data.val_size")
     total = len(data.train.inputs)
-    chosen = _subset(total, train_subset, subset_seed)
+    chosen = seeded_subset(total, train_subset, subset_seed)
     train = _take(data.train, chosen)
     extra = list(data.unlabeled or [])  # tokenised with train; labels never read (hidden by with_unlabeled)
-    dummy = [0] * len(extra) if data.kind == "sequence" else [[0] * len(words) for words in extra]
+    dummy = {
+        "sequence": lambda: [0] * len(extra),
+        "multilabel": lambda: [[0.0] * len(data.label_names)] * len(extra),
+        "token": lambda: [[0] * len(words) for words in extra],
+    }[data.kind]()
     splits = {"train": TextSplit(train.inputs + extra, train.labels + dummy, []), **data.evaluation}
-    if data.kind == "sequence":
+    if data.kind != "token":
+        multi = data.kind == "multilabel"
         built = {
-            s: TextClassificationDataset(split.inputs, split.labels, tokenizer, max_length)
+            s: TextClassificationDataset(split.inputs, split.labels, tokenizer, max_length, multi_label=multi)
             for s, split in splits.items()
         }
-        metric = None
+        metric = multilabel_metric if multi else None
     else:
         names = data.label_names
         built = {
@@ -175,7 +182,10 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
     from distill.models.hf.loading import load_tokenizer, resolve_model_path
 
     spec = recipe.data
-    files = spec.text_files() if spec.dataset == "files" else preset_files(spec.dataset, data_dir or spec.data_dir)
+    if spec.dataset == "files":
+        files = spec.text_files()
+    else:  # a preset's own files, plus the recipe's unlabeled texts (read with the preset's columns)
+        files = dataclasses.replace(preset_files(spec.dataset, data_dir or spec.data_dir), unlabeled=spec.unlabeled)
     data = load_text_data(files)
     if spec.val_size and "validation" not in data.files:
         data = _held_out(data, spec.val_size, spec.split_seed)

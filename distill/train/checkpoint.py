@@ -168,10 +168,13 @@ def write_checkpoint(
     state: dict,
     keep_last: int = 2,
     weights_only: bool = False,
+    optimizer_in_newest_only: bool = True,
 ) -> Path:
     """Write one epoch's checkpoint folder atomically, point latest.json at it, prune old ones.
 
     ``weights_only`` (a finished stage): the weights and state.json alone, and every older checkpoint removed.
+    ``optimizer_in_newest_only``: the older checkpoints kept lose their optimizer state (for Adam, twice the
+    model's size), once the new one is in place; resuming reads the newest, the older ones keep weights.
     """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
     final = checkpoints_dir / checkpoint_name(epoch)
@@ -204,7 +207,22 @@ def write_checkpoint(
         checkpoints_dir / LATEST, {"checkpoint": final.name, "epoch": epoch, "done": state.get("done", False)}
     )
     _prune(checkpoints_dir, 1 if weights_only else keep_last, keep=final.name)
+    if optimizer_in_newest_only:
+        for older in sorted(checkpoints_dir.glob("epoch-*")):
+            if older.is_dir() and older.name != final.name:
+                _drop_optimizer_state(older)
     return final
+
+
+def _drop_optimizer_state(folder: Path) -> None:
+    """state.json says so first (atomically), then the file goes: a crash in between leaves a folder that
+    reads as weights-only with a stray file, never one that claims state it lacks."""
+    path = folder / "optimizer.safetensors"
+    if not path.exists():
+        return
+    state = json.loads((folder / STATE).read_text())
+    atomic_write_json(folder / STATE, {**state, "optimizer": None, "optimizer_dropped": True})
+    path.unlink()
 
 
 def _prune(checkpoints_dir: Path, keep_last: int, keep: str) -> None:
@@ -233,6 +251,11 @@ def read_checkpoint(folder: Path, parts: dict[str, nn.Module]) -> tuple[dict, di
         load_module_weights(module, folder / f"{name}.safetensors")
     if state.get("optimizer") is None and state.get("done"):
         return state, None
+    if state.get("optimizer") is None:
+        raise ValueError(
+            f"{folder}: this checkpoint kept its weights only (the optimizer state lives in the newest checkpoint "
+            "only; train.keep_optimizer_state: all keeps it in every one), so training cannot resume from it"
+        )
     optimizer_state = join_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
     return state, optimizer_state
 

@@ -5,6 +5,7 @@ Kept apart from ``train.py`` so the recipe layer (``config.py``) and the loop sh
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from typing import Literal
 
@@ -74,4 +75,18 @@ class TrainSettings(StrictModel):
     # a finished stage keeps only its final weights (no optimizer or RNG state, no older epochs): a run
     # folder that fits on a laptop; "all" keeps every kept checkpoint whole
     keep_when_done: Literal["weights", "all"] = "weights"
+    # older kept checkpoints drop their optimizer state (Adam: twice the weights); resuming reads the newest
+    keep_optimizer_state: Literal["newest", "all"] = "newest"
     cpu: bool = False  # force CPU even when an accelerator is present
+    # experiment tracking through Accelerate's trackers: step and epoch records also go to
+    # <stage>/tensorboard (view with `tensorboard --logdir RUN_DIR`)
+    log_with: Literal["tensorboard"] | None = None
+
+    @model_validator(mode="after")
+    def _tracker_installed(self) -> TrainSettings:
+        if self.log_with == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "log_with: tensorboard needs the tensorboard package, which is not installed: "
+                "pip install 'distill[tensorboard]' (or pip install tensorboard)"
+            )
+        return self

@@ -37,7 +37,7 @@ class NonFiniteLossError(RuntimeError):
     """A loss became NaN or inf; training stopped and the last good checkpoint is untouched."""
 
 
-def fresh_accelerator(settings: TrainSettings) -> Accelerator:
+def fresh_accelerator(settings: TrainSettings, run_dir: Path | None = None) -> Accelerator:
     """An Accelerator for this run; the singletons a previous run left behind are reset first.
 
     Accelerate keeps process-wide state and refuses a second Accelerator with other settings,
@@ -49,6 +49,8 @@ def fresh_accelerator(settings: TrainSettings) -> Accelerator:
         cpu=settings.cpu,
         mixed_precision=settings.mixed_precision,
         gradient_accumulation_steps=settings.grad_accum_steps,
+        log_with=settings.log_with,
+        project_dir=run_dir if settings.log_with else None,
     )
 
 
@@ -172,9 +174,17 @@ class Trainer:
         ]
         path.write_text("".join(line + "\n" for line in kept))
 
-    def _log(self, record: dict) -> None:
+    def _log(self, record: dict, accelerator: Accelerator | None = None) -> None:
         with open(self.run_dir / METRICS_FILE, "a") as stream:
             stream.write(json.dumps(record) + "\n")
+        if accelerator is not None and self.settings.log_with:
+            # the same record for the tracker: numbers only, named by event (train/total, epoch/eval_accuracy)
+            numbers = {
+                f"{record['event']}/{name}": value
+                for name, value in record.items()
+                if isinstance(value, (int, float)) and name not in ("epoch", "step")
+            }
+            accelerator.log(numbers, step=record["step"])
 
     # ------------------------------------------------------------------ the loop
 
@@ -183,7 +193,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._run_stages(resume)
         settings = self.settings
-        accelerator = fresh_accelerator(settings)
+        accelerator = fresh_accelerator(settings, self.run_dir)
         model = self.objective.trainable
         optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], settings)
         train_loader, eval_loader, generator = self._loaders(accelerator)
@@ -204,6 +214,8 @@ class Trainer:
         if folder is not None:
             restore_checkpoint_rng(folder)
         model, optimizer = accelerator.prepare(model, optimizer)
+        if settings.log_with:
+            accelerator.init_trackers(settings.log_with)  # <run_dir>/tensorboard
         self.objective.to(accelerator.device)
         unwrapped = accelerator.unwrap_model(model)
         constrained = self.objective.parts(unwrapped)["model"]
@@ -213,6 +225,8 @@ class Trainer:
             settings.epochs,
             len(train_loader),
             enabled=self.show_progress and accelerator.is_main_process,
+            line_every=settings.log_every,
+            f1_label=getattr(self.metric, "label", "F1"),
         ) as progress:
             for epoch in range(start_epoch, settings.epochs):
                 generator.manual_seed(self.seed * 100_003 + epoch)
@@ -246,10 +260,11 @@ class Trainer:
                                     "step": step,
                                     "lr": scheduler.get_last_lr()[0],
                                     **values,
-                                }
+                                },
+                                accelerator,
                             )
                     loss_sum, batches = loss_sum + values["total"], batches + 1
-                    progress.advance(values)
+                    progress.advance(values, examples=batch.labels.shape[0], step=step)
                 record = {
                     "event": "epoch",
                     "epoch": epoch,
@@ -273,9 +288,11 @@ class Trainer:
                     )
                 progress.end_epoch(record)
                 if accelerator.is_main_process:
-                    self._log(record)
+                    self._log(record, accelerator)
                     self._checkpoint(unwrapped, optimizer, scheduler, epoch, step, record)
                 accelerator.wait_for_everyone()
+        if settings.log_with:
+            accelerator.end_training()  # flushes and closes the event file
         return record
 
     def _run_stages(self, resume: bool) -> None:
@@ -331,6 +348,7 @@ class Trainer:
             state,
             keep_last=self.settings.keep_checkpoints,
             weights_only=done and self.settings.keep_when_done == "weights",
+            optimizer_in_newest_only=self.settings.keep_optimizer_state == "newest",
         )
 
     def _non_finite(self, values: dict[str, float], epoch: int, step: int) -> NonFiniteLossError:

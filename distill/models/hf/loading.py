@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-Task = Literal["sequence", "token"]
+Task = Literal["sequence", "token", "multilabel"]  # multilabel: sequence classification, a sigmoid per class
 
 
 def packaged_minilm_path() -> Path:
@@ -33,7 +33,11 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(packaged_minilm_path()) if name_or_path in ("minilm", "all-MiniLM-L6-v2") else name_or_path
 
 
-HEAD_ARCHITECTURES = {"sequence": "ForSequenceClassification", "token": "ForTokenClassification"}
+HEAD_ARCHITECTURES = {
+    "sequence": "ForSequenceClassification",
+    "multilabel": "ForSequenceClassification",
+    "token": "ForTokenClassification",
+}
 
 
 def trained_head_labels(name_or_path: str, task: Task) -> list[str] | None:
@@ -86,10 +90,16 @@ def load_classifier(
     """
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
-    classes = {"sequence": AutoModelForSequenceClassification, "token": AutoModelForTokenClassification}
+    classes = {
+        "sequence": AutoModelForSequenceClassification,
+        "multilabel": AutoModelForSequenceClassification,
+        "token": AutoModelForTokenClassification,
+    }
     if task not in classes:
         raise ValueError(f"task must be one of {sorted(classes)}, got {task!r}")
     options: dict = {"attn_implementation": "eager"} if eager_attention else {}
+    if task == "multilabel":  # transformers' loss and pipeline then use a sigmoid per class
+        options["problem_type"] = "multi_label_classification"
     if label_names is not None:
         options["id2label"] = dict(enumerate(label_names))
         options["label2id"] = {name: i for i, name in enumerate(label_names)}
