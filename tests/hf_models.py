@@ -48,3 +48,19 @@ def save_tiny_bert_folder(folder) -> str:
     transformers.BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def save_tiny_char_bert_folder(folder) -> str:
+    """A 2-layer BERT whose own tokenizer spells words letter by letter (a vocabulary of 57 pieces): it
+    tokenises every text otherwise than the packaged MiniLM tokenizer."""
+    from pathlib import Path
+
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters)]
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    tokenizer = transformers.BertTokenizerFast(vocab={piece: i for i, piece in enumerate(vocab)}, do_lower_case=True)
+    transformers.BertModel(tiny_config(layers=2, vocab_size=len(vocab), max_position_embeddings=128)).save_pretrained(
+        folder
+    )
+    tokenizer.save_pretrained(folder)
+    return str(folder)

@@ -3,6 +3,10 @@
 A data loader yields ``(inputs, labels)`` or ``(inputs, labels, index)``. ``inputs`` is a tensor
 (called as ``model(inputs)``) or a mapping of tensors (called as ``model(**inputs)``, the Hugging
 Face convention, whose ``attention_mask`` is the padding mask every loss honours).
+
+When teacher and student tokenise differently, text batches carry both encodings: the student's under
+the usual keys and the teacher's under ``teacher_``-prefixed ones. A model marked with
+:func:`reads_teacher_encoding` is called on the prefixed keys; every other model never sees them.
 """
 
 from __future__ import annotations
@@ -51,10 +55,28 @@ def as_batch(raw: Any) -> Batch:
     )
 
 
+TEACHER_PREFIX = "teacher_"
+
+
+def reads_teacher_encoding(model: nn.Module) -> nn.Module:
+    """Mark ``model`` (a teacher with its own tokenizer) to read the ``teacher_`` keys of text batches."""
+    model.distill_teacher_encoding = True
+    return model
+
+
+def model_inputs(model: nn.Module, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The keyword arguments ``model`` takes from a batch of text inputs (see the module docstring)."""
+    own = {key: value for key, value in inputs.items() if not key.startswith(TEACHER_PREFIX)}
+    if not getattr(model, "distill_teacher_encoding", False):
+        return own
+    teacher = {key[len(TEACHER_PREFIX) :]: value for key, value in inputs.items() if key.startswith(TEACHER_PREFIX)}
+    return teacher or own  # a probe of random tokens has one encoding, valid for both vocabularies
+
+
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
     """Call ``model`` on tensor inputs, or with keyword arguments for a mapping of inputs."""
     if isinstance(inputs, Mapping):
-        return model(**inputs)
+        return model(**model_inputs(model, inputs))
     return model(inputs)
 
 

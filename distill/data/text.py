@@ -193,13 +193,26 @@ def _pad(rows: Sequence[Tensor], value: int) -> Tensor:
     return out
 
 
-def make_collate(pad_token_id: int) -> Callable[[Sequence[Mapping[str, Tensor]]], dict[str, Tensor]]:
+def with_teacher_encoding(dataset: _EncodedDataset, teacher: _EncodedDataset) -> _EncodedDataset:
+    """``dataset`` (the student's encoding) also carrying ``teacher``'s encoding of the same texts under
+    ``teacher_``-prefixed keys, for a teacher with another tokenizer."""
+    if len(dataset) != len(teacher):
+        raise ValueError(f"the two encodings differ in length: {len(dataset)} and {len(teacher)} examples")
+    dataset.columns.update({f"teacher_{key}": values for key, values in teacher.columns.items()})
+    return dataset
+
+
+def make_collate(
+    pad_token_id: int, teacher_pad_token_id: int | None = None
+) -> Callable[[Sequence[Mapping[str, Tensor]]], dict[str, Tensor]]:
     """A DataLoader ``collate_fn`` that pads each batch only to its own longest example.
 
-    ``input_ids`` are padded with ``pad_token_id`` (the tokenizer's), ``labels`` of tagging with
-    -100 (ignored by the loss), every other 1-D field (``attention_mask``, ``token_type_ids``) with 0;
-    0-d fields (classification ``labels``, an ``index``) are stacked.
+    ``input_ids`` are padded with ``pad_token_id`` (the tokenizer's; ``teacher_input_ids``, a teacher's
+    own encoding, with ``teacher_pad_token_id``), ``labels`` of tagging with -100 (ignored by the loss),
+    every other 1-D field (``attention_mask``, ``token_type_ids``) with 0; 0-d fields (classification
+    ``labels``, an ``index``) are stacked.
     """
+    pads = {"input_ids": pad_token_id, "labels": IGNORE_INDEX, "teacher_input_ids": teacher_pad_token_id}
 
     def collate(examples: Sequence[Mapping[str, Tensor]]) -> dict[str, Tensor]:
         if not examples:
@@ -214,8 +227,7 @@ def make_collate(pad_token_id: int) -> Callable[[Sequence[Mapping[str, Tensor]]]
             if values[0].dim() == 0:
                 batch[key] = torch.stack(values)
             else:
-                value = pad_token_id if key == "input_ids" else IGNORE_INDEX if key == "labels" else 0
-                batch[key] = _pad(values, value)
+                batch[key] = _pad(values, pads.get(key) or 0)
         return batch
 
     return collate

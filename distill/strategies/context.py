@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from distill.core.batch import reads_teacher_encoding
 from distill.core.cache import TeacherCache
 from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.core.schedules import as_schedule
@@ -134,10 +135,15 @@ class RunContext:
         """The teacher if the strategy used one (mutual learning and BYOT do not)."""
         return self._teacher
 
+    def build_teacher(self, spec: ModelSpec, seed: int, task: Task | None = None) -> nn.Module:
+        """A teacher of ``spec``; with two tokenizers it reads its own encoding (the ``teacher_`` keys)."""
+        teacher = self.build(spec, seed, task=task)
+        return reads_teacher_encoding(teacher) if getattr(self.task, "two_encodings", False) else teacher
+
     def _single_teacher(self) -> TeacherModel:
         spec = self.recipe.teacher
         task = self.teacher_task or self.task
-        teacher = self.build(spec.model, spec.seed, task=task)
+        teacher = self.build_teacher(spec.model, spec.seed, task=task)
         if spec.checkpoint:
             load_module_weights(teacher, spec.checkpoint)
             return TeacherModel(teacher, [checkpoint_weights(spec.checkpoint)])
@@ -172,6 +178,13 @@ class RunContext:
     def distiller(self, teacher: nn.Module, student: nn.Module, task: Task) -> Distiller:
         spec = self.recipe.distill
         check_multi_label(task, spec.response_loss, self.recipe.strategy.kind)
+        if getattr(task, "two_encodings", False) and spec.matches:
+            names = ", ".join(f"{m.student} <- {m.teacher}" for m in spec.matches)
+            raise ValueError(
+                f"distill.matches ({names}) pair token positions, but the student tokenises otherwise than the "
+                "teacher, so positions do not line up; only response KD (logits) works across tokenizers: drop "
+                "distill.matches, or use a student with the teacher's tokenizer"
+            )
         cache = None
         if task.cache_teacher:
             key = (id(teacher), id(task.train))
@@ -193,7 +206,7 @@ class RunContext:
     def check_distillation(self) -> None:
         """Build teacher, student and their objective untrained: a bad match fails now, not after training."""
         recipe = self.recipe
-        teacher = self.build(recipe.teacher.model, recipe.teacher.seed)  # an ensemble's members share its kind
+        teacher = self.build_teacher(recipe.teacher.model, recipe.teacher.seed)  # ensemble members share its kind
         self.objective(teacher, self.build_student(0, source=teacher))
 
 

@@ -122,6 +122,7 @@ class TextTask:
     vocab_size: int = 30522
     score_split: str = "test"
     unlabeled: list[int] = field(default_factory=list)  # indices of train.dataset holding data.unlabeled texts
+    two_encodings: bool = False  # the teacher tokenises otherwise: its encoding rides under teacher_ keys
 
     inputs: ClassVar[str] = "tokens"
     cache_teacher: ClassVar[bool] = True  # tokenised once, no augmentation: teacher outputs never change

@@ -15,7 +15,13 @@ from typing import Any
 import torch
 
 from distill.data.labelled import TextData, TextFiles, TextSplit, load_text_data
-from distill.data.text import TextClassificationDataset, TokenTaggingDataset, conll_label_names, make_collate
+from distill.data.text import (
+    TextClassificationDataset,
+    TokenTaggingDataset,
+    conll_label_names,
+    make_collate,
+    with_teacher_encoding,
+)
 from distill.tasks.text import Indexed, TextTask, multilabel_metric, tagging_metric
 
 
@@ -99,9 +105,11 @@ def text_task_from(
     train_subset: int | None = None,
     subset_seed: int = 0,
     max_length: int = 128,
+    teacher_tokenizer: Any = None,
 ) -> TextTask:
     """Tokenise ``data``; ``train_subset`` keeps a seeded random subset of the training set (picked before
-    tokenising: only the subset is encoded)."""
+    tokenising: only the subset is encoded). ``teacher_tokenizer`` (a teacher that tokenises otherwise than
+    the student's ``tokenizer``) adds its encoding of every text under ``teacher_`` keys."""
     if not data.evaluation:
         raise ValueError("data: no split to evaluate on; give data.validation, data.test or data.val_size")
     total = len(data.train.inputs)
@@ -116,12 +124,22 @@ def text_task_from(
     splits = {"train": TextSplit(train.inputs + extra, train.labels + dummy, []), **data.evaluation}
     if data.kind != "token":
         multi = data.kind == "multilabel"
-        built = {
-            s: TextClassificationDataset(split.inputs, split.labels, tokenizer, max_length, multi_label=multi)
-            for s, split in splits.items()
-        }
+
+        def encode(split: TextSplit, encoder: Any) -> TextClassificationDataset:
+            return TextClassificationDataset(split.inputs, split.labels, encoder, max_length, multi_label=multi)
+
+        built = {s: encode(split, tokenizer) for s, split in splits.items()}
+        if teacher_tokenizer is not None:
+            for s, split in splits.items():
+                built[s] = with_teacher_encoding(built[s], encode(split, teacher_tokenizer))
         metric = multilabel_metric if multi else None
     else:
+        if teacher_tokenizer is not None:
+            raise ValueError(
+                "token tagging with a teacher and a student that tokenise differently is not supported: their "
+                "per-token logits do not line up; give the student the teacher's tokenizer (student layers from "
+                "the teacher, or a folder with the same vocabulary)"
+            )
         names = data.label_names
         built = {
             s: TokenTaggingDataset(
@@ -137,9 +155,11 @@ def text_task_from(
         unlabeled=list(range(len(chosen), len(chosen) + len(extra))),
         evaluation={s: Indexed(dataset) for s, dataset in built.items()},
         label_names=data.label_names,
-        collate=make_collate(tokenizer.pad_token_id),
+        collate=make_collate(tokenizer.pad_token_id, getattr(teacher_tokenizer, "pad_token_id", None)),
         metric=metric,
-        vocab_size=len(tokenizer),
+        # the latency probe's random ids must be valid for every model's vocabulary
+        vocab_size=min(len(tokenizer), len(teacher_tokenizer)) if teacher_tokenizer is not None else len(tokenizer),
+        two_encodings=teacher_tokenizer is not None,
         score_split=data.score_split if data.score_split in built else next(iter(built)),
         info={
             "files": data.files,
@@ -176,10 +196,41 @@ def tokenizer_source(recipe: Any) -> Any:
     return spec
 
 
+def own_student_folder(recipe: Any) -> Any:
+    """The student's spec when it is a Hugging Face folder of its own (no ``layers``: not shrunk from the
+    teacher), which brings its own tokenizer; else None."""
+    student = recipe.student.model
+    return student if hasattr(student, "path") and student.layers is None else None
+
+
+def _encoders(recipe: Any) -> tuple[Any, Any, Any]:
+    """(tokenizer of the data, the teacher's when it tokenises otherwise, the spec whose tokenizer is saved
+    with an export). A student folder with its own tokenizer encodes the data; the teacher then reads its
+    own encoding of the same texts."""
+    from distill.models.hf.loading import load_tokenizer, same_tokenizer
+
+    source = tokenizer_source(recipe)
+    tokenizer = load_tokenizer(source.path, source.trust_remote_code)
+    student = own_student_folder(recipe)
+    if student is None or student is source:
+        return tokenizer, None, source
+    own = load_tokenizer(student.path, student.trust_remote_code)
+    if same_tokenizer(own, tokenizer):
+        return tokenizer, None, source
+    if recipe.teacher.ensemble is not None or recipe.student.chain:
+        what = "an ensemble teacher" if recipe.teacher.ensemble is not None else "student.chain (assistants)"
+        raise ValueError(
+            f"student.model.path {student.path!r} tokenises otherwise than the teacher; {what} is not supported "
+            "with two tokenizers: use one teacher, or a student with the teacher's tokenizer"
+        )
+    return own, tokenizer, student
+
+
 def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
     """The recipe's text task (a preset, or ``data.train`` and friends), tokenised with its first
-    transformer's tokenizer; the data are read and checked before the tokenizer is loaded."""
-    from distill.models.hf.loading import load_tokenizer, resolve_model_path
+    transformer's tokenizer, or with the student's own when it differs (the teacher's encoding rides
+    along); the data are read and checked before the tokenizers are loaded."""
+    from distill.models.hf.loading import resolve_model_path
 
     spec = recipe.data
     if spec.dataset == "files":
@@ -189,10 +240,11 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
     data = load_text_data(files)
     if spec.val_size and "validation" not in data.files:
         data = _held_out(data, spec.val_size, spec.split_seed)
-    model = tokenizer_source(recipe)
-    tokenizer = load_tokenizer(model.path, model.trust_remote_code)
+    tokenizer, teacher_tokenizer, model = _encoders(recipe)
     if spec.eval_subset:
         data = _with_eval_subset(data, spec.eval_subset, spec.split_seed)
-    task = text_task_from(data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length)
+    task = text_task_from(
+        data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length, teacher_tokenizer
+    )
     task.info["tokenizer"] = str(Path(resolve_model_path(model.path)).resolve())  # saved with an export
     return task

@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -156,6 +156,13 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(resolve_model_path(name_or_path), trust_remote_code=trust_remote_code)
+
+
+def same_tokenizer(first: Any, second: Any) -> bool:
+    """Whether two tokenizers encode text alike: the same vocabulary and the same special tokens."""
+    specials = ("pad_token_id", "cls_token_id", "sep_token_id", "bos_token_id", "eos_token_id", "unk_token_id")
+    same_specials = all(getattr(first, name, None) == getattr(second, name, None) for name in specials)
+    return same_specials and type(first).__name__ == type(second).__name__ and first.get_vocab() == second.get_vocab()
 
 
 def token_probe(model: nn.Module, batch: int = 32, length: int = 64, seed: int = 0) -> dict[str, torch.Tensor]:
