@@ -136,22 +136,26 @@ def export(
 @app.command()
 @friendly_errors
 def predict(
-    folder: Annotated[Path, typer.Argument(help="a Hugging Face folder written by distill export")],
+    folder: Annotated[
+        Path, typer.Argument(help="a folder written by distill export, a run folder, or a transformer checkpoint")
+    ],
     text: Annotated[list[str] | None, typer.Option(help="a text to classify (repeatable)")] = None,
     input: Annotated[
         Path | None, typer.Option(help="a file of texts: one per line, or JSONL with a text field")
     ] = None,
 ) -> None:
-    """Predict with an exported model: one JSON line per text, with label names and probabilities."""
+    """Predict with an exported model (or a run's distilled student, or a checkpoint of a transformer row):
+    one JSON line per text, with label names and probabilities."""
     import json
 
+    from distill.run.exported import servable_folder
     from distill.run.predict import predict as predictions
     from distill.run.predict import read_inputs
 
     texts = list(text or []) + (read_inputs(input) if input is not None else [])
     if not texts:
         raise ValueError('nothing to predict: give --text "..." or --input FILE')
-    for record in predictions(folder, texts):
+    for record in predictions(servable_folder(folder), texts):
         print(json.dumps(record, ensure_ascii=False))
 
 
@@ -195,15 +199,26 @@ def _weights_and_recipe(checkpoint: Path, recipe: str | None) -> tuple[Path, str
 @app.command("eval")
 @friendly_errors
 def evaluate_checkpoint(
-    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder, stage folder or .safetensors file")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="checkpoint folder, stage folder, .safetensors file or exported folder")
+    ],
     recipe: Annotated[str | None, typer.Option(help="recipe (default: the one stored in the checkpoint)")] = None,
     role: Annotated[str | None, typer.Option(help="teacher | student (default: guessed from the path)")] = None,
-    split: Annotated[str, typer.Option(help="test | val | train")] = "test",
+    split: Annotated[str | None, typer.Option(help="an evaluation split (default: the scored one)")] = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Accuracy of a saved teacher or student on a split."""
+    """The task's metric for a saved teacher or student, or an exported folder, on an evaluation split."""
     import json
 
+    from distill.run.exported import load_exported_model
+
+    exported = load_exported_model(checkpoint) if checkpoint.is_dir() else None
+    if exported is not None:
+        if recipe is None:
+            raise ValueError(f"{checkpoint} is an exported model and holds no data: pass --recipe to say what to score")
+        spec, _ = load_recipe(recipe)
+        _print_scores(f"exported {checkpoint}", exported, load_data(spec, data_dir), split)
+        return
     weights, recipe_source = _weights_and_recipe(checkpoint, recipe)
     if recipe_source.endswith("state.json"):
         from distill.run.recipe import validate_recipe
@@ -215,10 +230,17 @@ def evaluate_checkpoint(
     task = load_data(spec, data_dir)
     model = _model_for(spec, role, task)
     load_module_weights(model, weights)
-    if split != "test":
-        raise ValueError(f"split {split!r}: distill eval scores the task's scored split; pass --split test")
-    label = task.describe()["metric_label"]
-    console.print(f"{role} {weights}: {label} {100 * task.score(model):.2f}%")
+    _print_scores(f"{role} {weights}", model, task, split)
+
+
+def _print_scores(what: str, model: torch.nn.Module, task, split: str | None) -> None:
+    scores = task.scores(model)
+    split = split or next(iter(scores))  # the scored split comes first
+    if split not in scores:
+        raise ValueError(f"--split {split!r}: this task evaluates on {', '.join(scores)}")
+    described = task.describe()
+    label = described["metric_label"] if split == next(iter(scores)) else f"{described['metric']} ({split})"
+    console.print(f"{what}: {label} {100 * scores[split]:.2f}%")
 
 
 def _model_for(spec, role: str, task) -> torch.nn.Module:

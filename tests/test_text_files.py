@@ -260,3 +260,41 @@ def test_a_preset_takes_the_recipes_unlabeled_texts_in_its_own_column(tmp_path):
     task = load_task(validate_recipe(raw))
     assert len(task.train) == 6 and len(task.with_unlabeled().train) == 11
     assert [int(task.with_unlabeled().train[i]["labels"]) for i in range(6, 11)] == [-100] * 5
+
+
+def test_predict_and_eval_take_a_run_folder_a_checkpoint_or_an_export(tmp_path):
+    folder = save_tiny_bert_folder(tmp_path / "teacher")
+    train = _csv(tmp_path / "train.csv", ROWS * 4)
+    settings = {"epochs": 1, "batch_size": 8}
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(train), "test": str(train)},
+        "teacher": {"model": {"kind": "hf", "path": folder}, "train": settings},
+        "student": {"model": {"kind": "hf", "layers": 1}, "train": settings},
+    }
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    export_row(tmp_path / "run", tmp_path / "export")
+    checkpoint = next((tmp_path / "run" / "seed-0" / "distilled" / "checkpoints").glob("epoch-*"))
+    runner = CliRunner()
+    outputs = []
+    for source in (tmp_path / "export", tmp_path / "run", checkpoint):
+        result = runner.invoke(app, ["predict", str(source), "--text", ROWS[0][0], "--text", ROWS[1][0]])
+        assert result.exit_code == 0, result.output
+        outputs.append([json.loads(line) for line in result.output.splitlines() if line.startswith("{")])
+    assert outputs[0] == outputs[1] == outputs[2] and len(outputs[0]) == 2
+    refused = runner.invoke(app, ["predict", str(tmp_path), "--text", "x"])
+    assert refused.exit_code != 0 and "is not a model distill can serve" in refused.output
+
+    (tmp_path / "recipe.yaml").write_text(json.dumps(raw))
+    scored = runner.invoke(app, ["eval", str(tmp_path / "export"), "--recipe", str(tmp_path / "recipe.yaml")])
+    assert scored.exit_code == 0, scored.output
+    assert f"accuracy (test) {100 * find_row(results, 'distilled')['score']['mean']:.2f}%" in scored.output
+    other = runner.invoke(
+        app, ["eval", str(tmp_path / "export"), "--recipe", str(tmp_path / "recipe.yaml"), "--split", "validation"]
+    )
+    assert other.exit_code == 0 and "accuracy (validation)" in other.output
+    wrong = runner.invoke(
+        app, ["eval", str(tmp_path / "export"), "--recipe", str(tmp_path / "recipe.yaml"), "--split", "x"]
+    )
+    assert wrong.exit_code != 0 and "this task evaluates on test, validation" in wrong.output
+    bare = runner.invoke(app, ["eval", str(tmp_path / "export")])
+    assert bare.exit_code != 0 and "pass --recipe" in bare.output

@@ -78,6 +78,12 @@ def export_row(run_dir: str | Path, out: str | Path, row: str = "distilled", see
         return export_tensor_row(run_dir, out, results, found, entry, weights)
     if "tokenizer" not in results:
         raise ValueError(f"{run_dir}/results.json names no tokenizer: run the recipe again to export it")
+    return export_hf(weights, results, out)
+
+
+def export_hf(weights: Path, results: dict[str, Any], out: Path) -> nn.Module:
+    """The transformer whose ``config.json`` lies beside ``weights`` as a Hugging Face folder ``out``, with
+    the tokenizer the run (``results``) encoded its data with."""
     if not (weights.parent / "config.json").is_file():
         raise FileNotFoundError(f"{weights.parent}/config.json is missing: this row's model is not a transformer")
     import transformers

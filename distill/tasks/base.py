@@ -54,6 +54,10 @@ class Task(Protocol):
         """The headline metric (a fraction) of ``model`` on the scored split."""
         ...
 
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        """The headline metric on every evaluation split, the scored split (``score``'s) first."""
+        ...
+
     def latency_probe(self) -> Inputs:
         """The batch a CPU latency measurement runs."""
         ...

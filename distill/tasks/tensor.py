@@ -52,6 +52,10 @@ class TensorTask:
     def score(self, model: nn.Module) -> float:
         return accuracy_on(model, self.data.test)
 
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        held_out = {"val": accuracy_on(model, self.data.val)} if self.data.val is not None else {}
+        return {"test": self.score(model), **held_out}
+
     def latency_probe(self) -> Tensor:
         return sample_batch(self.data.test, LATENCY_BATCH)
 

@@ -168,12 +168,14 @@ class TextTask:
         }
 
     def scores(self, model: nn.Module) -> dict[str, float]:
-        """The headline metric (fraction) on every evaluation split."""
+        """The headline metric (fraction) on every evaluation split, the scored split first."""
         was_training = model.training
         model.eval()
         try:
             result = {}
-            for split, dataset in self.evaluation.items():
+            order = [self.score_split, *(name for name in self.evaluation if name != self.score_split)]
+            for split in order:
+                dataset = self.evaluation[split]
                 loader = DataLoader(dataset, batch_size=128, collate_fn=self.collate)
                 metrics = evaluate(lambda inputs: logits_of(call_model(model, inputs)), loader, metric=self.metric)
                 result[split] = metrics[self.score_name]

@@ -1,0 +1,60 @@
+"""What ``distill predict`` and ``distill eval`` accept as a model: an exported folder, a run folder (its
+distilled student), or one checkpoint of a transformer row (the tokenizer comes from its run).
+
+:func:`servable_folder` turns each into a folder that ``transformers`` loads (exporting into a temporary
+folder when needed); :func:`load_exported_model` loads an exported folder of either kind.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from torch import nn
+
+from distill.run.export_tensor import SPEC_FILE, load_exported
+
+
+def _run_of(checkpoint: Path) -> Path | None:
+    """The run folder (holding results.json) above a checkpoint folder, if any."""
+    return next((parent for parent in checkpoint.parents if (parent / "results.json").is_file()), None)
+
+
+def servable_folder(path: str | Path) -> Path:
+    """A Hugging Face folder (config, weights, tokenizer) for ``path``: itself when exported; the distilled
+    student of a run folder; a transformer row's checkpoint folder with its run's tokenizer."""
+    from distill.run.export import export_hf, export_row
+
+    path = Path(path)
+    if (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
+        return path
+    scratch = Path(tempfile.mkdtemp(prefix="distill-model-"))
+    if (path / "results.json").is_file():
+        export_row(path, scratch)
+        return scratch
+    run = _run_of(path)
+    if (path / "config.json").is_file() and (path / "model.safetensors").is_file() and run is not None:
+        export_hf(path / "model.safetensors", json.loads((run / "results.json").read_text()), scratch)
+        return scratch
+    raise FileNotFoundError(
+        f"{path} is not a model distill can serve: pass a folder written by `distill export`, a finished run "
+        "folder (its distilled student), or a checkpoint folder of a transformer row inside a run folder"
+    )
+
+
+def load_exported_model(folder: Path) -> nn.Module | None:
+    """The model of an exported folder (Hugging Face, or a tensor model's distill_model.json), else None."""
+    if (folder / SPEC_FILE).is_file():
+        return load_exported(folder)
+    if not ((folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()):
+        return None
+    import transformers
+
+    from distill.models.hf.loading import quiet_loading
+
+    config = transformers.AutoConfig.from_pretrained(folder)
+    tagging = any(name.endswith("ForTokenClassification") for name in config.architectures or [])
+    auto = transformers.AutoModelForTokenClassification if tagging else transformers.AutoModelForSequenceClassification
+    with quiet_loading():
+        return auto.from_pretrained(folder, attn_implementation="eager").eval()
