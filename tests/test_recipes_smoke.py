@@ -41,7 +41,23 @@ def _tiny_copy(dataset: str, folder: Path) -> Path:
     return folder
 
 
-def _overrides(name: str, dataset: str, tmp_path: Path) -> list[str]:
+def _tiny_files(raw_data: dict, folder: Path, lines: int = 400) -> list[str]:
+    """A recipe that reads its own files (``data.train`` ...): the first ``lines`` of each, cut at a
+    sentence break, and the overrides that point the recipe at them."""
+    folder.mkdir()
+    overrides = []
+    for role in ("train", "validation", "test", "unlabeled"):
+        if raw_data.get(role):
+            source = Path(raw_data[role])
+            text = "".join(source.read_text().splitlines(keepends=True)[:lines])
+            (folder / source.name).write_text(text.rsplit("\n\n", 1)[0] + "\n\n")
+            overrides.append(f"data.{role}={folder / source.name}")
+    return overrides
+
+
+def _overrides(name: str, dataset: str, tmp_path: Path, raw_data: dict) -> list[str]:
+    if dataset == "files":
+        return [*SHORT, *_tiny_files(raw_data, tmp_path / "files")]
     if dataset in TEXT_LINES:
         return [*SHORT, f"data.data_dir={_tiny_copy(dataset, tmp_path / dataset)}", "data.train_subset=null"]
     return [*SHORT, "data.train_subset=300", *EXTRA.get(name, [])]
@@ -49,8 +65,9 @@ def _overrides(name: str, dataset: str, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", RECIPES, ids=[path.stem for path in RECIPES])
 def test_every_recipe_runs_one_short_seed_end_to_end(path: Path, tmp_path: Path) -> None:
-    shipped, _ = load_recipe(path)
-    recipe, raw = load_recipe(path, _overrides(path.stem, shipped.data.dataset, tmp_path))
+    shipped, shipped_raw = load_recipe(path)
+    overrides = _overrides(path.stem, shipped.data.dataset, tmp_path, shipped_raw["data"])
+    recipe, raw = load_recipe(path, overrides)
     results = run_recipe(recipe, raw, tmp_path / "run", show_progress=False)
     assert results["rows"], f"{path.stem} produced no result rows"
     for row in results["rows"]:
