@@ -14,12 +14,16 @@ same schedule, and is scored on the full SST-2 dev set at the final epoch. Rows:
 
 Latency: median CPU forward at batch 32 x length 64 with 2 threads. Prints a markdown table and writes
 benchmarks/results/sst2.json.
+
+``--scarce`` runs the scarce-labels transfer-set setting instead (the teacher on 4,000 labelled sentences,
+the student distilled on those plus the rest of SST-2 train with labels hidden): see benchmarks/sst2_scarce.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from functools import partial
@@ -60,6 +64,11 @@ TWO_STEP = Method("two-step (6 -> 4 -> n)", hidden="hidden_mse")
 
 
 def main() -> None:
+    if "--scarce" in sys.argv:  # the transfer-set setting, with its own options
+        from benchmarks import sst2_scarce
+
+        sys.argv.remove("--scarce")
+        return sst2_scarce.main()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--train-subset", type=int, default=4000)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.losses.masking import check_mask, check_same_shape, mean_or_zero, select_positions
+from distill.losses.multilabel import multilabel_bce_loss
 from distill.losses.registry import register
 from distill.losses.temperature import scheduled_temperature
 
@@ -194,8 +195,6 @@ def hard_ce_loss(
     binary cross-entropy per class instead (:func:`~distill.losses.multilabel.multilabel_bce_loss`).
     """
     if labels.is_floating_point() and tuple(labels.shape) == tuple(student_logits.shape):
-        from distill.losses.multilabel import multilabel_bce_loss
-
         return multilabel_bce_loss(student_logits, labels, mask)
     if student_logits.dim() not in (2, 3):
         raise ValueError(
