@@ -155,8 +155,9 @@ def predict(
     texts = list(text or []) + (read_inputs(input) if input is not None else [])
     if not texts:
         raise ValueError('nothing to predict: give --text "..." or --input FILE')
-    for record in predictions(servable_folder(folder), texts):
-        print(json.dumps(record, ensure_ascii=False))
+    with servable_folder(folder) as servable:
+        for record in predictions(servable, texts):
+            print(json.dumps(record, ensure_ascii=False))
 
 
 @app.command("train-teacher")

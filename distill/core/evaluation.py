@@ -10,11 +10,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from distill.core.batch import Inputs, as_batch, call_model, logits_of
-
-
-def is_multi_label(logits: Tensor, labels: Tensor) -> bool:
-    """Multi-label targets: 0/1 float vectors shaped like the logits (one sigmoid per class)."""
-    return labels.is_floating_point() and tuple(labels.shape) == tuple(logits.shape)
+from distill.losses.multilabel import is_multi_label, multilabel_bce_loss
 
 
 def count_correct(logits: Tensor, labels: Tensor, ignore_index: int = -100) -> tuple[int, int]:
@@ -69,10 +65,8 @@ def evaluate(
 def _summed_loss(logits: Tensor, labels: Tensor) -> float:
     """The hard loss summed over labelled examples (positions): CE, or for multi-label the mean BCE of
     each labelled row's classes."""
-    if is_multi_label(logits, labels):
-        valid = labels[:, 0] != -100
-        per_class = nn.functional.binary_cross_entropy_with_logits(logits[valid], labels[valid], reduction="none")
-        return float(per_class.mean(dim=-1).sum())
+    if is_multi_label(logits, labels):  # the training loss (a mean over rows and classes) times the rows
+        return float(multilabel_bce_loss(logits, labels)) * int((labels[:, 0] != -100).sum())
     return float(
         nn.functional.cross_entropy(
             logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum"

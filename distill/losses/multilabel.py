@@ -13,6 +13,11 @@ from distill.losses.masking import check_mask
 from distill.losses.registry import register
 
 
+def is_multi_label(logits: Tensor, labels: Tensor) -> bool:
+    """Multi-label targets: 0/1 float vectors shaped like the logits (one sigmoid per class)."""
+    return labels.is_floating_point() and tuple(labels.shape) == tuple(logits.shape)
+
+
 def _rows(student_logits: Tensor, other: Tensor, mask: Tensor | None, what: str, labels: bool = False) -> Tensor:
     """The (B,) rows that count: logits must be (batch, classes) and ``other`` of the same shape; rows of
     ``labels`` set to -100 (hidden) and rows the mask zeroes are left out."""

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from distill.losses.masking import check_mask, check_same_shape, mean_or_zero, select_positions
-from distill.losses.multilabel import multilabel_bce_loss
+from distill.losses.multilabel import is_multi_label, multilabel_bce_loss
 from distill.losses.registry import register
 from distill.losses.temperature import scheduled_temperature
 
@@ -194,7 +194,7 @@ def hard_ce_loss(
     ``mask`` has the labels' shape. Multi-label data (float 0/1 labels shaped like the logits) get the
     binary cross-entropy per class instead (:func:`~distill.losses.multilabel.multilabel_bce_loss`).
     """
-    if labels.is_floating_point() and tuple(labels.shape) == tuple(student_logits.shape):
+    if is_multi_label(student_logits, labels):
         return multilabel_bce_loss(student_logits, labels, mask)
     if student_logits.dim() not in (2, 3):
         raise ValueError(

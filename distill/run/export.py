@@ -21,12 +21,6 @@ from distill.run.results import find_row
 from distill.strategies.rows import Row
 from distill.train.checkpoint import atomic_write_text, load_module_weights
 
-HEADS = {
-    "sequence": "AutoModelForSequenceClassification",
-    "multilabel": "AutoModelForSequenceClassification",  # config.problem_type says multi-label
-    "token": "AutoModelForTokenClassification",
-}
-
 
 def write_model_configs(rows: Sequence[Row]) -> None:
     """``config.json`` beside each row's weights file, for the rows whose model has a Hugging Face config."""
@@ -88,11 +82,11 @@ def export_hf(weights: Path, results: dict[str, Any], out: Path) -> nn.Module:
         raise FileNotFoundError(f"{weights.parent}/config.json is missing: this row's model is not a transformer")
     import transformers
 
-    from distill.models.hf.loading import quiet_loading
+    from distill.models.hf.loading import head_class, quiet_loading
 
     with quiet_loading():
         config = transformers.AutoConfig.from_pretrained(weights.parent)
-        model = getattr(transformers, HEADS[results["head"]]).from_config(config)
+        model = head_class(results["head"]).from_config(config)
         load_module_weights(model, weights)
         model.save_pretrained(out)
         transformers.AutoTokenizer.from_pretrained(results["tokenizer"]).save_pretrained(out)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch import nn
@@ -21,26 +23,30 @@ def _run_of(checkpoint: Path) -> Path | None:
     return next((parent for parent in checkpoint.parents if (parent / "results.json").is_file()), None)
 
 
-def servable_folder(path: str | Path) -> Path:
+@contextmanager
+def servable_folder(path: str | Path) -> Iterator[Path]:
     """A Hugging Face folder (config, weights, tokenizer) for ``path``: itself when exported; the distilled
-    student of a run folder; a transformer row's checkpoint folder with its run's tokenizer."""
+    student of a run folder, or a transformer row's checkpoint folder with its run's tokenizer, exported
+    into a temporary folder removed on exit."""
     from distill.run.export import export_hf, export_row
 
     path = Path(path)
     if (path / "config.json").is_file() and (path / "tokenizer_config.json").is_file():
-        return path
-    scratch = Path(tempfile.mkdtemp(prefix="distill-model-"))
-    if (path / "results.json").is_file():
-        export_row(path, scratch)
-        return scratch
+        yield path
+        return
     run = _run_of(path)
-    if (path / "config.json").is_file() and (path / "model.safetensors").is_file() and run is not None:
-        export_hf(path / "model.safetensors", json.loads((run / "results.json").read_text()), scratch)
-        return scratch
-    raise FileNotFoundError(
-        f"{path} is not a model distill can serve: pass a folder written by `distill export`, a finished run "
-        "folder (its distilled student), or a checkpoint folder of a transformer row inside a run folder"
-    )
+    checkpoint = (path / "config.json").is_file() and (path / "model.safetensors").is_file() and run is not None
+    if not (path / "results.json").is_file() and not checkpoint:
+        raise FileNotFoundError(
+            f"{path} is not a model distill can serve: pass a folder written by `distill export`, a finished run "
+            "folder (its distilled student), or a checkpoint folder of a transformer row inside a run folder"
+        )
+    with tempfile.TemporaryDirectory(prefix="distill-model-") as scratch:
+        if (path / "results.json").is_file():
+            export_row(path, scratch)
+        else:
+            export_hf(path / "model.safetensors", json.loads((run / "results.json").read_text()), Path(scratch))
+        yield Path(scratch)
 
 
 def load_exported_model(folder: Path) -> nn.Module | None:
@@ -51,10 +57,8 @@ def load_exported_model(folder: Path) -> nn.Module | None:
         return None
     import transformers
 
-    from distill.models.hf.loading import quiet_loading
+    from distill.models.hf.loading import folder_head, head_class, quiet_loading
 
-    config = transformers.AutoConfig.from_pretrained(folder)
-    tagging = any(name.endswith("ForTokenClassification") for name in config.architectures or [])
-    auto = transformers.AutoModelForTokenClassification if tagging else transformers.AutoModelForSequenceClassification
+    head = folder_head(transformers.AutoConfig.from_pretrained(folder))
     with quiet_loading():
-        return auto.from_pretrained(folder, attn_implementation="eager").eval()
+        return head_class(head).from_pretrained(folder, attn_implementation="eager").eval()

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from distill.data.files import DataError
-from distill.models.hf.loading import quiet_loading
+from distill.models.hf.loading import folder_head, head_class, quiet_loading
 
 
 def read_inputs(path: str | Path) -> list[str]:
@@ -47,10 +47,10 @@ def predict(folder: str | Path, texts: Sequence[str], batch_size: int = 32) -> I
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"{folder} has no config.json: pass a folder written by `distill export`")
     config = transformers.AutoConfig.from_pretrained(folder)
-    tagging = any(name.endswith("ForTokenClassification") for name in config.architectures or [])
-    auto = transformers.AutoModelForTokenClassification if tagging else transformers.AutoModelForSequenceClassification
+    head = folder_head(config)
+    tagging = head == "token"
     with quiet_loading():
-        model = auto.from_pretrained(folder).eval()
+        model = head_class(head).from_pretrained(folder).eval()
         tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
     names = [config.id2label[i] for i in range(config.num_labels)]
     for start in range(0, len(texts), batch_size):
@@ -59,7 +59,7 @@ def predict(folder: str | Path, texts: Sequence[str], batch_size: int = 32) -> I
             yield from _tag(model, tokenizer, batch, names)
             continue
         encoded = tokenizer(batch, padding=True, truncation=True, return_tensors="pt")
-        multi = config.problem_type == "multi_label_classification"
+        multi = head == "multilabel"
         with torch.no_grad():
             logits = model(**encoded).logits
         probabilities = logits.sigmoid() if multi else logits.softmax(-1)  # a sigmoid per class for multi-label

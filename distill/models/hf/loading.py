@@ -40,6 +40,20 @@ HEAD_ARCHITECTURES = {
 }
 
 
+def head_class(task: Task) -> Any:
+    """The ``transformers`` Auto class of a task head: ``AutoModelFor{Sequence,Token}Classification``."""
+    import transformers
+
+    return getattr(transformers, "AutoModel" + HEAD_ARCHITECTURES[task])
+
+
+def folder_head(config: Any) -> Task:
+    """The head kind of a saved model by its config: tagging, multi-label or sequence classification."""
+    if any(str(name).endswith(HEAD_ARCHITECTURES["token"]) for name in config.architectures or []):
+        return "token"
+    return "multilabel" if config.problem_type == "multi_label_classification" else "sequence"
+
+
 def trained_head_labels(name_or_path: str, task: Task) -> list[str] | None:
     """The label names of a folder whose model already has a ``task`` head (a fine-tuned classifier or
     tagger, by its config's ``architectures``), else None."""
@@ -88,15 +102,8 @@ def load_classifier(
 
     ``eager_attention`` makes attention probabilities available to ``attention:K`` matches.
     """
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
-    classes = {
-        "sequence": AutoModelForSequenceClassification,
-        "multilabel": AutoModelForSequenceClassification,
-        "token": AutoModelForTokenClassification,
-    }
-    if task not in classes:
-        raise ValueError(f"task must be one of {sorted(classes)}, got {task!r}")
+    if task not in HEAD_ARCHITECTURES:
+        raise ValueError(f"task must be one of {sorted(HEAD_ARCHITECTURES)}, got {task!r}")
     options: dict = {"attn_implementation": "eager"} if eager_attention else {}
     if task == "multilabel":  # transformers' loss and pipeline then use a sigmoid per class
         options["problem_type"] = "multi_label_classification"
@@ -106,7 +113,7 @@ def load_classifier(
     path = resolve_model_path(name_or_path)
     with torch.random.fork_rng(devices=[]), quiet_loading():
         torch.manual_seed(seed)  # the freshly added head is initialised from the seed
-        model, info = classes[task].from_pretrained(
+        model, info = head_class(task).from_pretrained(
             path, num_labels=num_labels, trust_remote_code=trust_remote_code, output_loading_info=True, **options
         )
     _warn_unexpected_gaps(path, info)
