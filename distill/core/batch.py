@@ -7,6 +7,9 @@ Face convention, whose ``attention_mask`` is the padding mask every loss honours
 When teacher and student tokenise differently, text batches carry both encodings: the student's under
 the usual keys and the teacher's under ``teacher_``-prefixed ones. A model marked with
 :func:`reads_teacher_encoding` is called on the prefixed keys; every other model never sees them.
+Tagging batches also carry ``teacher_positions`` (:data:`ALIGNMENT_KEY`): for each student piece, the
+teacher position of the same word, so such a teacher's per-token logits come back in the student's
+positions (gathered, so gradients flow when the teacher itself is trained on the student's labels).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ def as_batch(raw: Any) -> Batch:
 
 
 TEACHER_PREFIX = "teacher_"
+ALIGNMENT_KEY = "teacher_positions"  # (batch, student length) teacher positions; see the module docstring
 
 
 def reads_teacher_encoding(model: nn.Module) -> nn.Module:
@@ -69,15 +73,25 @@ def model_inputs(model: nn.Module, inputs: Mapping[str, Tensor]) -> dict[str, Te
     own = {key: value for key, value in inputs.items() if not key.startswith(TEACHER_PREFIX)}
     if not getattr(model, "distill_teacher_encoding", False):
         return own
-    teacher = {key[len(TEACHER_PREFIX) :]: value for key, value in inputs.items() if key.startswith(TEACHER_PREFIX)}
+    teacher = {
+        key[len(TEACHER_PREFIX) :]: value
+        for key, value in inputs.items()
+        if key.startswith(TEACHER_PREFIX) and key != ALIGNMENT_KEY
+    }
     return teacher or own  # a probe of random tokens has one encoding, valid for both vocabularies
 
 
 def call_model(model: nn.Module, inputs: Inputs) -> Any:
-    """Call ``model`` on tensor inputs, or with keyword arguments for a mapping of inputs."""
-    if isinstance(inputs, Mapping):
-        return model(**model_inputs(model, inputs))
-    return model(inputs)
+    """Call ``model`` on tensor inputs, or with keyword arguments for a mapping of inputs; a teacher that
+    reads its own encoding of a tagging batch returns its logits in the student's positions."""
+    if not isinstance(inputs, Mapping):
+        return model(inputs)
+    output = model(**model_inputs(model, inputs))
+    positions = inputs.get(ALIGNMENT_KEY)
+    if positions is None or not getattr(model, "distill_teacher_encoding", False):
+        return output
+    logits = logits_of(output)
+    return logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1]))
 
 
 def logits_of(output: Any) -> Tensor:

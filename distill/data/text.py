@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
+from distill.core.batch import ALIGNMENT_KEY
 from distill.names import unknown_name_message
 
 IGNORE_INDEX = -100  # the label PyTorch's cross-entropy skips: special tokens, continuation pieces, padding
@@ -135,8 +136,9 @@ class TokenTaggingDataset(_EncodedDataset):
         self.columns = _encoded_columns(encoding)
         self.labels: list[list[int]] = []
         self.word_counts: list[int] = []
-        for index, ids in enumerate(tag_ids):
-            labels, count = _align(_word_ids(encoding, index), ids)
+        self.word_ids = [_word_ids(encoding, index) for index in range(len(tag_ids))]
+        for words_of_pieces, ids in zip(self.word_ids, tag_ids, strict=True):
+            labels, count = _align(words_of_pieces, ids)
             self.labels.append(labels)
             self.word_counts.append(count)
         self.gold_tags = [list(row) for row in tags]
@@ -200,6 +202,38 @@ def with_teacher_encoding(dataset: _EncodedDataset, teacher: _EncodedDataset) ->
         raise ValueError(f"the two encodings differ in length: {len(dataset)} and {len(teacher)} examples")
     dataset.columns.update({f"teacher_{key}": values for key, values in teacher.columns.items()})
     return dataset
+
+
+def with_teacher_tagging(dataset: TokenTaggingDataset, teacher: TokenTaggingDataset) -> TokenTaggingDataset:
+    """``dataset`` carrying ``teacher``'s encoding (see :func:`with_teacher_encoding`) and, under
+    ``teacher_positions``, the teacher position that each student piece reads its logits from (see
+    :func:`teacher_positions`): tagging KD across two tokenizers compares word with word."""
+    with_teacher_encoding(dataset, teacher)
+    dataset.columns[ALIGNMENT_KEY] = [
+        teacher_positions(student, own) for student, own in zip(dataset.word_ids, teacher.word_ids, strict=True)
+    ]
+    return dataset
+
+
+def teacher_positions(student_words: Sequence[int | None], teacher_words: Sequence[int | None]) -> list[int]:
+    """For each student piece (given as the word it belongs to, None for a special token), the position
+    of the teacher piece whose logits it is compared with: the first teacher piece of the same word,
+    so every piece of a word learns the teacher's distribution for that word (the word's first piece
+    is the one scored). Special tokens before the first word read the teacher's first position
+    ([CLS]), later ones, and words the teacher's truncation dropped, its last ([SEP])."""
+    first: dict[int, int] = {}
+    for position, word in enumerate(teacher_words):
+        if word is not None:
+            first.setdefault(word, position)
+    last = max(len(teacher_words) - 1, 0)
+    positions, seen_word = [], False
+    for word in student_words:
+        if word is None:
+            positions.append(last if seen_word else 0)
+        else:
+            seen_word = True
+            positions.append(first.get(word, last))
+    return positions
 
 
 def make_collate(

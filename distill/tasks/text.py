@@ -232,5 +232,5 @@ class TextTask:
             "latency_probe": f"{LATENCY_SHAPE[0]} x {LATENCY_SHAPE[1]} tokens",
             "head": self.kind,  # what `distill export` rebuilds: AutoModelFor{Sequence,Token}Classification
             "label_names": self.label_names,
-            **({"tokenizer": self.info["tokenizer"]} if "tokenizer" in self.info else {}),
+            **{key: self.info[key] for key in ("tokenizer", "teacher_tokenizer") if key in self.info},
         }

@@ -21,6 +21,7 @@ from distill.data.text import (
     conll_label_names,
     make_collate,
     with_teacher_encoding,
+    with_teacher_tagging,
 )
 from distill.tasks.text import Indexed, TextTask, multilabel_metric, tagging_metric
 
@@ -134,19 +135,16 @@ def text_task_from(
                 built[s] = with_teacher_encoding(built[s], encode(split, teacher_tokenizer))
         metric = multilabel_metric if multi else None
     else:
-        if teacher_tokenizer is not None:
-            raise ValueError(
-                "token tagging with a teacher and a student that tokenise differently is not supported: their "
-                "per-token logits do not line up; give the student the teacher's tokenizer (student layers from "
-                "the teacher, or a folder with the same vocabulary)"
-            )
         names = data.label_names
-        built = {
-            s: TokenTaggingDataset(
-                split.inputs, [[names[i] for i in row] for row in split.labels], tokenizer, names, max_length
-            )
-            for s, split in splits.items()
-        }
+
+        def tag(split: TextSplit, encoder: Any) -> TokenTaggingDataset:
+            tags = [[names[i] for i in row] for row in split.labels]
+            return TokenTaggingDataset(split.inputs, tags, encoder, names, max_length)
+
+        built = {s: tag(split, tokenizer) for s, split in splits.items()}
+        if teacher_tokenizer is not None:  # the teacher's logits come back word by word in student positions
+            for s, split in splits.items():
+                built[s] = with_teacher_tagging(built[s], tag(split, teacher_tokenizer))
         metric = tagging_metric(names, data.scheme or "BIO")
     return TextTask(
         name=name,
@@ -247,4 +245,6 @@ def load_text_task_for(recipe: Any, data_dir: str | None = None) -> TextTask:
         data, tokenizer, spec.dataset, spec.train_subset, spec.split_seed, spec.max_length, teacher_tokenizer
     )
     task.info["tokenizer"] = str(Path(resolve_model_path(model.path)).resolve())  # saved with an export
+    if teacher_tokenizer is not None:  # the teacher's own, saved when the teacher row is exported
+        task.info["teacher_tokenizer"] = str(Path(resolve_model_path(tokenizer_source(recipe).path)).resolve())
     return task
