@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first and pinned: an unpinned requirement would pull the newest (CUDA) build.
 	$(BIN)/pip install "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -e ".[hf,dev]"
+	$(BIN)/pip install -e ".[hf,compress,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

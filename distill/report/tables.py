@@ -39,11 +39,23 @@ def latency_note(results: dict) -> str:
     return note + (f" **Warning: {latency['warning']}.**" if latency.get("warning") else "")
 
 
-def _model_row(name: str, score: str, model: dict, speedup: str) -> list[str]:
+def _columns(results: dict) -> tuple[bool, bool]:
+    """Which optional columns the table has: non-zero parameters (when some model is sparse) and % of the
+    teacher (the deployment table of a ``compress:`` run)."""
+    models = [*results["rows"], *([results["teacher"]] if "teacher" in results else [])]
+    sparse = any(model.get("nonzero_parameters", model["parameters"]) < model["parameters"] for model in models)
+    relative = "teacher" in results and any(row["role"] == "compressed" for row in results["rows"])
+    return sparse, relative
+
+
+def _model_row(name: str, score: str, model: dict, speedup: str, results: dict, of_teacher: str = "") -> list[str]:
+    sparse, relative = _columns(results)
     return [
         name,
         score,
+        *([of_teacher] if relative else []),
         f"{model['parameters']:,}",
+        *([f"{model.get('nonzero_parameters', model['parameters']):,}"] if sparse else []),
         _size(model["size_bytes"]),
         _latency(model),
         speedup,
@@ -54,25 +66,38 @@ def table_rows(results: dict) -> list[list[str]]:
     """The teacher (when there is one, with ensemble members), then one row per results row."""
     rows = []
     teacher = results.get("teacher")
+    width = len(headers(results))
     if teacher is not None:
         members = teacher.get("members", [])
         name = f"teacher (ensemble of {len(members)})" if members else "teacher"
-        rows.append(_model_row(name, f"{100 * teacher['score']:.2f}%", teacher, "1.0x"))
+        rows.append(_model_row(name, f"{100 * teacher['score']:.2f}%", teacher, "1.0x", results, "100%"))
         for member in members:
-            rows.append([f"  {member['label']}", f"{100 * member['score']['mean']:.2f}%", "", "", "", ""])
+            rows.append([f"  {member['label']}", f"{100 * member['score']['mean']:.2f}%", *[""] * (width - 2)])
     for row in results["rows"]:
         speedup = f"{row['speedup']:.1f}x" if "speedup" in row else "-"
-        rows.append(_model_row(row["label"], _score(row), row, speedup))
+        share = ""
+        if teacher is not None and teacher["score"]:
+            share = f"{100 * row['score']['mean'] / teacher['score']:.1f}%"
+        rows.append(_model_row(row["label"], _score(row), row, speedup, results, share))
     return rows
 
 
 def headers(results: dict) -> list[str]:
     """Column titles; the score column names the task's metric and split."""
-    return [HEADERS[0], results["metric_label"], *HEADERS[2:]]
+    sparse, relative = _columns(results)
+    return [
+        HEADERS[0],
+        results["metric_label"],
+        *(["% of teacher"] if relative else []),
+        HEADERS[2],
+        *(["non-zero"] if sparse else []),
+        *HEADERS[3:],
+    ]
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| " + " | ".join(headers(results)) + " |", "|" + "---|" * len(HEADERS)]
+    titles = headers(results)
+    lines = ["| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
     lines += ["| " + " | ".join(row) + " |" for row in table_rows(results)]
     return "\n".join(lines)
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from distill import losses as loss_registry
+from distill.compress import AnyCompressStep, CompressStep, step_class
 from distill.core.connectors import CONNECTOR_KINDS
 from distill.core.matches import check_options
 from distill.core.schedules import Schedule
@@ -203,10 +204,17 @@ class Recipe(StrictModel):
     distill: DistillSpec = DistillSpec()
     strategy: AnyStrategySpec = Offline()
     transfer: TransferSpec = TransferSpec()
+    compress: list[AnyCompressStep] = Field(default_factory=list)  # after distillation, in order (distill.compress)
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> Recipe:
         self.strategy.check(self)  # the strategy's own cross-section rules
+        if self.compress and self.strategy.kind != "offline":
+            raise ValueError(
+                f"compress: runs on the distilled student of the offline strategy, not strategy {self.strategy.kind!r}"
+            )
+        for step in self.compress:
+            step.check(self)
         if self.teacher.ensemble and self.distill.matches:
             raise ValueError("teacher.ensemble: feature matches need one teacher's layers; use response losses only")
         return self
@@ -280,6 +288,11 @@ def _by_kind(model: type[BaseModel], node: Any) -> type[BaseModel]:
             return spec_class(kind or "mlp")
         if model is StrategySpec:
             return strategy_class(kind or "offline")
+        if model is CompressStep:
+            from distill.compress.base import one_key_form
+
+            kind = one_key_form(node).get("kind") if isinstance(node, (dict, str)) else None
+            return step_class(kind or "prune")
     except ValueError:
         return model
     return model

@@ -52,6 +52,11 @@ def row_label(role: str, index: int | None, count: int) -> str:
     )
 
 
+def count_nonzero(model: nn.Module) -> int:
+    """Parameters that are not zero: what pruning leaves."""
+    return sum(int(parameter.count_nonzero()) for parameter in model.parameters())
+
+
 def weights_bytes(model: nn.Module) -> int:
     """Bytes of a model's tensors (its safetensors file, give or take the header)."""
     return sum(tensor.numel() * tensor.element_size() for tensor in model.state_dict().values())
@@ -107,8 +112,10 @@ class LatencyMeter:
 def model_stats(model: nn.Module, latency: LatencyMeter, weights: Any = None) -> dict[str, Any]:
     """Parameters (those a deployment keeps), bytes on disk and CPU latency of one model."""
     deployed = getattr(model, "deployed_parameters", None)
+    nonzero = getattr(model, "nonzero_parameters", None)
     return {
         "parameters": deployed() if deployed else count_parameters(model),
+        "nonzero_parameters": nonzero() if nonzero else deployed() if deployed else count_nonzero(model),
         "size_bytes": file_size(weights) if weights is not None else weights_bytes(model),
         "cpu_latency_ms": latency(model),
         "cpu_latency_spread": latency.spread(model),
@@ -180,14 +187,17 @@ def _summary_row(
     stats = model_stats(first.model, latency, first.weights)
     if teacher is not None:
         stats["speedup"] = latency.speedup(teacher, first.model)
-    return {
+    summary = {
         "role": role,
         "index": index,
-        "label": row_label(role, index, count),
+        "label": first.label or row_label(role, index, count),
         "score": mean_std([row.score for row in group]),
         "seeds": [_seed_entry(row) for row in group],
         **stats,
     }
+    if first.details:
+        summary["details"] = first.details
+    return summary
 
 
 def find_row(results: dict[str, Any], role: str, index: int | None = None) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from distill.compress import run_compress
 from distill.run.export import write_model_configs
 from distill.run.recipe import Recipe
 from distill.run.results import summarise
@@ -58,6 +59,7 @@ def run_recipe(
     check_multi_label(context.task, recipe.distill.response_loss, strategy.kind)
     strategy.preflight(context)  # bad layer names and shapes fail here, before any training
     rows = strategy.run(context)
+    rows += run_compress(context, rows, recipe.compress)  # the deployment table: one row per step
     write_model_configs(rows)  # transformer rows: config.json beside the weights, for `distill export`
     results = summarise(
         rows,

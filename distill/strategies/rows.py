@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -20,3 +21,5 @@ class Row:
     model: nn.Module
     index: int | None = None
     weights: Path | None = None
+    label: str | None = None  # the table label, when the (role, index) default does not say it (compress steps)
+    details: dict[str, Any] = field(default_factory=dict)  # reported beside the table (an export's parity)

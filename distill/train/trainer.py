@@ -219,6 +219,7 @@ class Trainer:
         self.objective.to(accelerator.device)
         unwrapped = accelerator.unwrap_model(model)
         constrained = self.objective.parts(unwrapped)["model"]
+        after_step = getattr(self.objective, "after_step", None)
         record: dict[str, Any] = {}
         with TrainingProgress(
             self.description,
@@ -252,6 +253,8 @@ class Trainer:
                         step += 1
                         if settings.max_norm:
                             apply_max_norm(constrained, settings.max_norm)
+                        if after_step is not None:  # the objective's own hook: pruning masks, sparse training
+                            after_step(step, total_steps)
                         if step % settings.log_every == 0 and accelerator.is_main_process:
                             self._log(
                                 {

@@ -1,0 +1,119 @@
+"""Unstructured pruning (``- {prune: {method: magnitude, amount: 0.5, scope: global}}``).
+
+One shot: the ``amount`` fraction of prunable weights (Linear and Conv weights; see
+:mod:`distill.compress.masks`) with the lowest importance is set to zero, over all layers together
+(``scope: global``) or in each layer alone (``layer``). Importance is |w| (``magnitude``; Han et al.
+2015) or the first-order Taylor estimate of the loss change |w · ∂L/∂w| summed over ``batches``
+training batches of the distillation loss from the run's teacher (``taylor``; Molchanov et al. 2017,
+2019). Gradual (``schedule: {kind: cubic, steps: 2000, every: 100}``): Zhu & Gupta (2017), the sparsity
+rises from 0 to ``amount`` along s_t = s_f (1 - (1 - t/n)^3) while the model is distilled from the model
+before the step, the masks recomputed every ``every`` steps by magnitude. A later ``distill`` step keeps
+the zeros.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from distill.compress.base import CompressState, CompressStep, register_step
+from distill.compress.masks import apply_masks, cubic_sparsity, magnitude_scores, masks_for, prunable_weights
+from distill.compress.recover import recovery_objective, recovery_task, steps_per_epoch, train_recovery
+from distill.core.batch import as_batch
+from distill.train.settings import StrictModel
+
+
+class PruneSchedule(StrictModel):
+    kind: Literal["one_shot", "cubic"] = "one_shot"
+    steps: int = Field(1000, ge=1)  # cubic: optimizer steps from 0 to the final sparsity
+    every: int = Field(100, ge=1)  # cubic: masks recomputed every this many steps (Zhu & Gupta's Δt)
+    lr: float | None = Field(None, gt=0)  # cubic: the distillation's lr (default: the student's)
+
+
+def first_order_scores(weights: dict[str, Tensor], losses: Iterable[Tensor]) -> dict[str, Tensor]:
+    """Σ_batches |w · ∂L_b/∂w| for each weight (Molchanov et al. 2019's first-order Taylor importance);
+    ``losses`` yields one scalar loss per batch, each backpropagated in turn."""
+    scores = {name: torch.zeros_like(weight) for name, weight in weights.items()}
+    for loss in losses:
+        grads = torch.autograd.grad(loss, list(weights.values()), allow_unused=True)
+        for (name, weight), grad in zip(weights.items(), grads, strict=True):
+            if grad is not None:
+                scores[name] += (weight.detach() * grad).abs()
+    return scores
+
+
+def taylor_scores(state: CompressState, weights: dict[str, Tensor], batches: int) -> dict[str, Tensor]:
+    """First-order scores with L the distillation loss from the run's teacher, over the first ``batches``
+    training batches."""
+    task = recovery_task(state)
+    teacher = state.teacher if state.teacher is not None else state.before
+    objective = recovery_objective(state, teacher, task)
+    settings = state.context.recipe.student.train
+    collate = task.trainer_options(settings).get("collate_fn")
+    loader = DataLoader(task.train, batch_size=settings.batch_size, collate_fn=collate)
+    model = objective.trainable
+    model.train()
+    try:
+        losses = (objective.losses(model, as_batch(raw))["total"] for raw in itertools.islice(loader, batches))
+        return first_order_scores(weights, losses)
+    finally:
+        model.eval()
+
+
+@register_step("prune")
+class Prune(CompressStep):
+    kind: Literal["prune"] = "prune"
+    method: Literal["magnitude", "taylor"] = "magnitude"
+    amount: float = Field(0.5, gt=0, lt=1)  # the fraction of prunable weights set to zero
+    scope: Literal["global", "layer"] = "global"
+    schedule: PruneSchedule = PruneSchedule()
+    skip: list[str] = Field(default_factory=list)  # module names left dense (with all below them): [classifier]
+    batches: int = Field(8, ge=1)  # taylor: training batches the gradient is summed over
+
+    def label(self) -> str:
+        how = "gradual" if self.schedule.kind == "cubic" else self.method
+        return f"prune {100 * self.amount:g}% {self.scope} ({how})"
+
+    def check(self, recipe: Any) -> None:
+        if self.schedule.kind == "cubic" and self.method != "magnitude":
+            raise ValueError("compress prune: the cubic schedule prunes by magnitude; use method: magnitude")
+
+    def apply(self, state: CompressState, index: int) -> None:
+        model = state.require_torch(self.kind)
+        weights = prunable_weights(model, self.skip)
+        if not weights:
+            raise ValueError(f"compress prune: the model has no Linear or Conv weights outside skip {self.skip}")
+        state.keep_before()
+        if self.schedule.kind == "one_shot":
+            if self.method == "magnitude":
+                scores = magnitude_scores(weights)
+            else:
+                scores = taylor_scores(state, weights, self.batches)
+            state.masks.update(masks_for(scores, self.amount, self.scope))
+            apply_masks(model, state.masks)
+            return
+        self._gradual(state, index, weights)
+
+    def _gradual(self, state: CompressState, index: int, weights: dict[str, Tensor]) -> None:
+        schedule, earlier = self.schedule, dict(state.masks)  # masks of an earlier prune stay
+        per_epoch = steps_per_epoch(recovery_task(state), state.context.recipe.student.train.batch_size)
+        epochs = math.ceil(schedule.steps / per_epoch)
+
+        def masks_at(step: int) -> dict[str, Tensor] | None:
+            if step % schedule.every and step != schedule.steps:
+                return None  # between pruning steps the masks stay as they are
+            sparsity = cubic_sparsity(step, self.amount, schedule.steps)
+            new = masks_for(magnitude_scores(weights), sparsity, self.scope)
+            kept = {name: mask * earlier[name] if name in earlier else mask for name, mask in new.items()}
+            return {**earlier, **kept}
+
+        folder = state.step_folder(index, self.kind)
+        names = sorted(set(weights) | set(earlier))
+        train_recovery(state, state.before, folder, f"prune s{state.seed}", epochs, schedule.lr, masks_at, names)
