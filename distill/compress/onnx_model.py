@@ -95,6 +95,14 @@ class OnnxModel(nn.Module):
             feeds = {self.input_names[0]: args[0].detach().cpu().numpy()}
         else:
             feeds = {k: v.detach().cpu().numpy() for k, v in kwargs.items() if k in self.input_names}
+            missing = [name for name in self.input_names if name not in feeds]
+            if missing and "input_ids" in feeds:  # what a tokenizer leaves out: no padding, one segment
+                ids = feeds["input_ids"]
+                defaults = {"attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+                feeds.update({name: defaults[name] for name in missing if name in defaults})
+            missing = [name for name in self.input_names if name not in feeds]
+            if missing:
+                raise ValueError(f"{self.path.name} needs the inputs {missing}; the batch has {sorted(kwargs)}")
         return torch.from_numpy(self.session.run(None, feeds)[0])
 
     def _initializers(self) -> list[np.ndarray]:

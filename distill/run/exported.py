@@ -59,6 +59,10 @@ def load_exported_model(folder: Path) -> nn.Module | None:
 
     from distill.models.hf.loading import folder_head, head_class, quiet_loading
 
+    if (folder / "model.onnx").is_file():  # a compress: export, served by ONNX Runtime
+        from distill.compress.onnx_model import OnnxModel
+
+        return OnnxModel(folder / "model.onnx")
     head = folder_head(transformers.AutoConfig.from_pretrained(folder))
     with quiet_loading():
         return head_class(head).from_pretrained(folder, attn_implementation="eager").eval()

@@ -1,0 +1,36 @@
+"""The compress: list on a transformer student: ONNX int8 export with its tokenizer and labels, served by
+`distill predict` through ONNX Runtime, scoring what the deployment table reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.run.predict import predict
+from distill.run.recipe import validate_recipe
+from distill.run.runner import run_recipe
+from tests.hf_models import save_tiny_bert_folder
+
+ROWS = [("a fine film", "positive"), ("dull and long", "negative"), ("it is a film", "neutral")]
+
+
+def test_a_text_student_pruned_quantised_and_exported_serves_what_the_table_reports(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS * 8))
+    settings = {"epochs": 12, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(train)},
+        "teacher": {"model": {"kind": "hf", "path": save_tiny_bert_folder(tmp_path / "teacher")}, "train": settings},
+        "student": {"model": {"kind": "hf", "layers": 2}, "train": settings, "baseline": False},
+        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 0.5},
+        "compress": [{"prune": {"amount": 0.3}}, "quantize", "export"],
+    }
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    export = results["rows"][-1]
+    assert export["label"] == "export onnx" and export["details"]["parity"]["agreement"] >= 0.95
+    folder = tmp_path / "run/seed-0/compress/03-export"
+    assert {"model.onnx", "config.json", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
+
+    answers = list(predict(folder, [text for text, _ in ROWS * 8]))
+    accuracy = sum(a["label"] == label for a, (_, label) in zip(answers, ROWS * 8, strict=True)) / len(answers)
+    assert accuracy == pytest.approx(export["score"]["mean"])
+    assert accuracy > 1 / 3  # it learnt something: the comparison above can fail
