@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import pytest
+import transformers
 
 from distill.run.predict import predict
 from distill.run.recipe import validate_recipe
@@ -34,3 +35,33 @@ def test_a_text_student_pruned_quantised_and_exported_serves_what_the_table_repo
     accuracy = sum(a["label"] == label for a, (_, label) in zip(answers, ROWS * 8, strict=True)) / len(answers)
     assert accuracy == pytest.approx(export["score"]["mean"])
     assert accuracy > 1 / 3  # it learnt something: the comparison above can fail
+
+
+def test_structured_pruning_then_recovery_shrinks_the_student_and_exports(tmp_path):
+    train = tmp_path / "train.csv"
+    train.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS * 8))
+    settings = {"epochs": 2, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": 1e-2}}
+    raw = {
+        "data": {"format": "csv", "train": str(train), "validation": str(train)},
+        "teacher": {"model": {"kind": "hf", "path": save_tiny_bert_folder(tmp_path / "teacher")}, "train": settings},
+        "student": {"model": {"kind": "hf", "layers": 2}, "train": settings, "baseline": False},
+        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 0.5},
+        "compress": [
+            {"prune": {"structure": "ffn", "amount": 0.5}},
+            {"distill": {"epochs": 1}},
+            {"export": {"format": "hf"}},
+            {"prune": {"structure": "heads", "amount": 0.5, "method": "taylor", "batches": 2}},
+            {"export": {"format": "hf"}},
+        ],
+    }
+    with pytest.raises(ValueError, match=r"attention heads were pruned \(\[1\] per layer\).*use format onnx"):
+        run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    raw["compress"][-1] = "export"
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", resume=True, show_progress=False)
+    rows = {row["label"]: row for row in results["rows"]}
+    distilled, ffn = rows["student, distilled"], rows["prune 50% of FFN neurons (magnitude)"]
+    heads = rows["prune 50% of heads, global (taylor)"]
+    assert distilled["parameters"] > ffn["parameters"] > heads["parameters"]
+    loaded = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "run/seed-0/compress/03-export")
+    assert loaded.config.intermediate_size == 16 and rows["export hf"]["details"]["parity"]["max_abs_diff"] < 1e-4
+    assert rows["export onnx"]["details"]["parity"]["agreement"] >= 0.99

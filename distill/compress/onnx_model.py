@@ -148,7 +148,8 @@ def parity(
     reference.eval()
     worst, agree, total = 0.0, 0, 0
     for inputs in batches:
-        expected, got = logits_of(call_model(reference, inputs)).float(), call_model(served, inputs).float()
+        expected = logits_of(call_model(reference, inputs)).float()
+        got = logits_of(call_model(served, inputs)).float()
         mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
         if expected.dim() == 3 and mask is not None:  # (B, L, C) per token: only real tokens
             keep = mask.bool()

@@ -15,17 +15,26 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.compress.base import CompressState, CompressStep, register_step
 from distill.compress.masks import apply_masks, cubic_sparsity, magnitude_scores, masks_for, prunable_weights
 from distill.compress.recover import recovery_objective, recovery_task, steps_per_epoch, train_recovery
+from distill.compress.structured import (
+    ffn_magnitude,
+    grouped_first_order,
+    head_magnitude,
+    heads_to_keep,
+    layer_parts,
+    prune_ffn,
+    prune_heads,
+)
 from distill.core.batch import as_batch
 from distill.train.settings import StrictModel
 
@@ -49,9 +58,9 @@ def first_order_scores(weights: dict[str, Tensor], losses: Iterable[Tensor]) -> 
     return scores
 
 
-def taylor_scores(state: CompressState, weights: dict[str, Tensor], batches: int) -> dict[str, Tensor]:
-    """First-order scores with L the distillation loss from the run's teacher, over the first ``batches``
-    training batches."""
+def distillation_losses(state: CompressState, batches: int) -> Iterator[Tensor]:
+    """The distillation loss from the run's teacher on each of the first ``batches`` training batches (the
+    model in train mode meanwhile): what first-order importance differentiates."""
     task = recovery_task(state)
     teacher = state.teacher if state.teacher is not None else state.before
     objective = recovery_objective(state, teacher, task)
@@ -61,8 +70,8 @@ def taylor_scores(state: CompressState, weights: dict[str, Tensor], batches: int
     model = objective.trainable
     model.train()
     try:
-        losses = (objective.losses(model, as_batch(raw))["total"] for raw in itertools.islice(loader, batches))
-        return first_order_scores(weights, losses)
+        for raw in itertools.islice(loader, batches):
+            yield objective.losses(model, as_batch(raw))["total"]
     finally:
         model.eval()
 
@@ -71,6 +80,7 @@ def taylor_scores(state: CompressState, weights: dict[str, Tensor], batches: int
 class Prune(CompressStep):
     kind: Literal["prune"] = "prune"
     method: Literal["magnitude", "taylor"] = "magnitude"
+    structure: Literal["unstructured", "ffn", "heads"] = "unstructured"  # ffn neurons, attention heads: shrink
     amount: float = Field(0.5, gt=0, lt=1)  # the fraction of prunable weights set to zero
     scope: Literal["global", "layer"] = "global"
     schedule: PruneSchedule = PruneSchedule()
@@ -79,14 +89,26 @@ class Prune(CompressStep):
 
     def label(self) -> str:
         how = "gradual" if self.schedule.kind == "cubic" else self.method
+        if self.structure == "ffn":
+            return f"prune {100 * self.amount:g}% of FFN neurons ({how})"
+        if self.structure == "heads":
+            return f"prune {100 * self.amount:g}% of heads, {self.scope} ({how})"
         return f"prune {100 * self.amount:g}% {self.scope} ({how})"
 
     def check(self, recipe: Any) -> None:
         if self.schedule.kind == "cubic" and self.method != "magnitude":
             raise ValueError("compress prune: the cubic schedule prunes by magnitude; use method: magnitude")
+        if self.schedule.kind == "cubic" and self.structure != "unstructured":
+            raise ValueError(
+                f"compress prune: structure {self.structure!r} removes units at once; the cubic schedule is for "
+                "unstructured pruning (follow with a distill step to recover)"
+            )
 
     def apply(self, state: CompressState, index: int) -> None:
         model = state.require_torch(self.kind)
+        if self.structure != "unstructured":
+            self._structured(state, model)
+            return
         weights = prunable_weights(model, self.skip)
         if not weights:
             raise ValueError(f"compress prune: the model has no Linear or Conv weights outside skip {self.skip}")
@@ -95,7 +117,7 @@ class Prune(CompressStep):
             if self.method == "magnitude":
                 scores = magnitude_scores(weights)
             else:
-                scores = taylor_scores(state, weights, self.batches)
+                scores = first_order_scores(weights, distillation_losses(state, self.batches))
             state.masks.update(masks_for(scores, self.amount, self.scope))
             apply_masks(model, state.masks)
             return
@@ -117,3 +139,25 @@ class Prune(CompressStep):
         folder = state.step_folder(index, self.kind)
         names = sorted(set(weights) | set(earlier))
         train_recovery(state, state.before, folder, f"prune s{state.seed}", epochs, schedule.lr, masks_at, names)
+
+    def _structured(self, state: CompressState, model: nn.Module) -> None:
+        if state.masks:
+            raise ValueError(
+                f"compress prune: structure {self.structure!r} after unstructured pruning would invalidate its masks; "
+                "put structured pruning first"
+            )
+        try:
+            parts = layer_parts(model)
+        except ValueError as error:
+            what = f"compress prune: structure {self.structure!r} needs a transformer student"
+            raise ValueError(f"{what}: {error}") from None
+        state.keep_before()
+        if self.method == "taylor":
+            scores = grouped_first_order(parts, self.structure, distillation_losses(state, self.batches))
+        else:
+            scores = [ffn_magnitude(p) if self.structure == "ffn" else head_magnitude(p) for p in parts]
+        if self.structure == "ffn":
+            width = parts[0].ffn_in.out_features
+            prune_ffn(model, parts, scores, max(1, width - round(self.amount * width)))
+        else:
+            prune_heads(parts, heads_to_keep(scores, self.amount, self.scope))
