@@ -45,6 +45,7 @@ class CompressState:
     seed: int
     model: nn.Module
     folder: Path  # <out>/seed-<s>/compress
+    task: Any  # the data the steps train and score on (the run's task; re-tokenised by trim_vocab)
     teacher: nn.Module | None = None  # the run's teacher
     before: nn.Module | None = None
     masks: dict[str, Tensor] = field(default_factory=dict)

@@ -52,11 +52,11 @@ class Export(CompressStep):
         if state.artefact is not None:  # quantised before: serve that file; int8 logits match by argmax only
             shutil.copyfile(state.artefact.path, target)
             served = OnnxModel(target, state.artefact.what)
-            report = parity(reference, served, held_out_inputs(state.context.task), None, 0.0, "the exported model")
+            report = parity(reference, served, held_out_inputs(state.task), None, 0.0, "the exported model")
         else:
-            export_onnx(reference, state.context.task.sample_inputs(), target)
+            export_onnx(reference, state.task.sample_inputs(), target)
             served = OnnxModel(target)
-            report = parity(reference, served, held_out_inputs(state.context.task), self.max_abs, self.min_agreement)
+            report = parity(reference, served, held_out_inputs(state.task), self.max_abs, self.min_agreement)
         write_serving_files(state, folder)
         state.details = {"parity": report}
         state.artefact, state.weights = served, target
@@ -79,15 +79,15 @@ class Export(CompressStep):
         model.save_pretrained(folder)
         write_serving_files(state, folder)
         with quiet_loading():
-            loaded = head_class(state.context.task.describe()["head"]).from_pretrained(folder).eval()
-        batches = held_out_inputs(state.context.task)
+            loaded = head_class(state.task.describe()["head"]).from_pretrained(folder).eval()
+        batches = held_out_inputs(state.task)
         state.details = {"parity": parity(model, loaded, batches, self.max_abs, self.min_agreement, str(folder))}
         state.weights = folder / "model.safetensors"
 
 
 def write_serving_files(state: CompressState, folder) -> None:
     """Tokenizer and a config with the label names beside a text model's ONNX file."""
-    task = state.context.task
+    task = state.task
     config = getattr(state.model, "config", None)
     if config is not None and hasattr(config, "save_pretrained"):
         config.save_pretrained(folder)

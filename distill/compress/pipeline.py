@@ -22,9 +22,8 @@ def run_compress(context: Any, rows: Sequence[Row], steps: Sequence[CompressStep
     teacher = context.trained_teacher.model if context.trained_teacher is not None else None
     produced: list[Row] = []
     for student in students:
-        state = CompressState(
-            context, student.seed, copy.deepcopy(student.model), context.seed_dir(student.seed) / "compress", teacher
-        )
+        folder = context.seed_dir(student.seed) / "compress"
+        state = CompressState(context, student.seed, copy.deepcopy(student.model), folder, context.task, teacher)
         for index, step in enumerate(steps, start=1):
             produced.append(_run_step(state, step, index))
     return produced
@@ -39,5 +38,9 @@ def _run_step(state: CompressState, step: CompressStep, index: int) -> Row:
         served = copy.deepcopy(state.model)  # later steps change state.model in place
     else:
         served = state.artefact
-    score = state.context.task.score(served)
+    score = state.task.score(served)
+    smallest = getattr(state.task, "vocab_size", None)
+    if smallest is not None and smallest < state.context.task.vocab_size:
+        # one latency probe of random ids times every model of the run: valid for the trimmed vocabulary too
+        state.context.task.vocab_size = smallest
     return Row("compressed", state.seed, score, served, index, state.weights, label=step.label(), details=state.details)

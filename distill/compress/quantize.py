@@ -74,7 +74,7 @@ class Quantize(CompressStep):
 
         model = state.require_torch(self.kind)
         folder = state.step_folder(index, self.kind)
-        float_path = export_onnx(model, state.context.task.sample_inputs(), folder / "model-fp32.onnx")
+        float_path = export_onnx(model, state.task.sample_inputs(), folder / "model-fp32.onnx")
         target = folder / "model.onnx"
         quiet = logging.getLogger()
         level, quiet.level = quiet.level, logging.ERROR  # "please consider pre-processing" on every call
@@ -90,6 +90,6 @@ class Quantize(CompressStep):
             quiet.level = level
             float_path.unlink(missing_ok=True)
         served = OnnxModel(target, "ONNX int8")
-        batches = held_out_inputs(state.context.task)
+        batches = held_out_inputs(state.task)
         state.details = {"parity": parity(model, served, batches, None, self.min_agreement, "the int8 model")}
         state.artefact, state.weights = served, target

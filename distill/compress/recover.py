@@ -20,7 +20,7 @@ from distill.compress.masks import MaskedObjective
 
 def recovery_task(state: CompressState) -> Any:
     """The data the student was distilled on: the labelled training set plus ``data.unlabeled``."""
-    task = state.context.task
+    task = state.task
     return task.with_unlabeled() if hasattr(task, "with_unlabeled") else task
 
 

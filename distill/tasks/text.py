@@ -123,6 +123,7 @@ class TextTask:
     score_split: str = "test"
     unlabeled: list[int] = field(default_factory=list)  # indices of train.dataset holding data.unlabeled texts
     two_encodings: bool = False  # the teacher tokenises otherwise: its encoding rides under teacher_ keys
+    retokenise: Callable[[Any, Any], TextTask] | None = None  # (student tokenizer, teacher's or None) -> task
 
     inputs: ClassVar[str] = "tokens"
     cache_teacher: ClassVar[bool] = True  # tokenised once, no augmentation: teacher outputs never change

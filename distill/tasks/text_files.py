@@ -158,6 +158,10 @@ def text_task_from(
         # the latency probe's random ids must be valid for every model's vocabulary
         vocab_size=min(len(tokenizer), len(teacher_tokenizer)) if teacher_tokenizer is not None else len(tokenizer),
         two_encodings=teacher_tokenizer is not None,
+        # the same examples encoded by other tokenizers (compress: trim_vocab writes a smaller one)
+        retokenise=lambda student, teacher: text_task_from(
+            data, student, name, train_subset, subset_seed, max_length, teacher
+        ),
         score_split=data.score_split if data.score_split in built else next(iter(built)),
         info={
             "files": data.files,
