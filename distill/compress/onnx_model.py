@@ -81,6 +81,9 @@ class OnnxModel(nn.Module):
         self.path, self.what = Path(path), what
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # the same threads PyTorch is timed with
+        # idle workers would spin for a while after each run, taking the cores from whatever runs next (another
+        # model timed in the same round): with spinning off, interleaved timings stay fair
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.input_names = [node.name for node in self.session.get_inputs()]
 
