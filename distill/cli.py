@@ -148,9 +148,9 @@ def predict(
     one JSON line per text, with label names and probabilities."""
     import json
 
+    from distill.data.files import read_inputs
     from distill.run.exported import servable_folder
     from distill.run.predict import predict as predictions
-    from distill.run.predict import read_inputs
 
     texts = list(text or []) + (read_inputs(input) if input is not None else [])
     if not texts:

@@ -114,7 +114,10 @@ def _recipe(compress: list, **student) -> dict:
 def test_recipe_steps_are_one_key_mappings_with_errors_that_list_what_is_allowed():
     recipe = validate_recipe(_recipe([{"prune": {"amount": 0.5}}, "quantize", {"export": None}]))
     assert [step.kind for step in recipe.compress] == ["prune", "quantize", "export"]
-    with pytest.raises(RecipeError, match=r"unknown compress step 'squash'.*distill, export, prune, quantize"):
+    with pytest.raises(
+        RecipeError,
+        match=r"unknown compress step 'squash'; known compress steps: cluster, distill, export, low_rank, prune",
+    ):
         validate_recipe(_recipe([{"squash": {}}]))
     with pytest.raises(RecipeError, match=r"compress\[0\].*unknown key.*amount"):
         validate_recipe(_recipe([{"prune": {"amont": 0.5}}]))
@@ -175,3 +178,15 @@ def test_taylor_pruning_runs_from_a_recipe(tmp_path):
     assert row["label"] == "prune 50% layer (taylor)"
     weights = load_compressed(tmp_path / "run/seed-0/compress/01-prune/model.safetensors")
     assert [float((weights[n] == 0).float().mean()) for n in ("fc1.weight", "head.weight")] == [0.5, 0.5]
+
+
+def test_static_int8_calibrates_on_training_batches_and_keeps_the_predictions(tmp_path):
+    raw = _recipe([{"quantize": {"mode": "int8_static", "calibration_batches": 2, "min_agreement": 0.9}}])
+    results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
+    distilled, static = results["rows"]
+    assert static["label"] == "int8 static (ONNX Runtime)" and static["details"]["parity"]["agreement"] >= 0.9
+    assert abs(static["score"]["mean"] - distilled["score"]["mean"]) < 0.05
+    import onnx
+
+    graph = onnx.load(str(tmp_path / "run/seed-0/compress/01-quantize/model.onnx")).graph
+    assert any(node.op_type == "QuantizeLinear" for node in graph.node)  # activations quantised too

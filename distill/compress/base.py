@@ -49,8 +49,10 @@ class CompressState:
     teacher: nn.Module | None = None  # the run's teacher
     before: nn.Module | None = None
     masks: dict[str, Tensor] = field(default_factory=dict)
+    clusters: dict[str, Tensor] = field(default_factory=dict)  # clustered parameters: each entry's cluster index
     artefact: Any = None  # an OnnxModel once a step exported or quantised to ONNX
     weights: Path | None = None  # the file the last step wrote (the row's size on disk)
+    custom_layers: bool = False  # a step put in layers of its own (low rank): no transformers config has them
     details: dict[str, Any] = field(default_factory=dict)  # what the last step reports beside the table (parity)
 
     def step_folder(self, index: int, kind: str) -> Path:
@@ -65,6 +67,12 @@ class CompressState:
     def served(self) -> nn.Module:
         """What the table measures: the artefact once there is one, else the PyTorch model."""
         return self.artefact if self.artefact is not None else self.model
+
+    def require_unshared(self, kind: str) -> None:
+        """Refuse a step that would change which weights exist after pruning masks or clusters were set."""
+        if self.masks or self.clusters:
+            earlier = "unstructured pruning" if self.masks else "weight clustering"
+            raise ValueError(f"compress {kind}: after {earlier} its masks or clusters would be lost; put {kind} first")
 
     def require_torch(self, kind: str) -> nn.Module:
         """The PyTorch model, for a step that changes weights; refused once the model became an artefact."""

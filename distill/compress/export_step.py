@@ -70,6 +70,11 @@ class Export(CompressStep):
         config = getattr(model, "config", None)
         if config is None or not hasattr(model, "save_pretrained"):
             raise ValueError("compress export hf: the model is not a Hugging Face transformer; use format onnx")
+        if state.custom_layers:
+            raise ValueError(
+                "compress export hf: a low-rank step replaced layers with factorised ones, which stock transformers "
+                "cannot build from a config; use format onnx"
+            )
         heads = {part.heads for part in layer_parts(model)}
         if heads != {getattr(config, "num_attention_heads", getattr(config, "n_heads", None))}:
             raise ValueError(

@@ -113,8 +113,9 @@ class MaskBuffers(nn.Module):
 class MaskedObjective:
     """An objective whose model keeps its pruned weights at zero after every optimizer step; with a
     ``schedule`` (step -> new masks, or None to keep them; gradual pruning) the masks change first.
-    ``names`` are the parameters that may be masked (default: those of ``masks``). The masks are saved
-    with each checkpoint (the ``masks`` part). Everything else is the wrapped objective's."""
+    ``names`` are the parameters that may be masked (default: those of ``masks``); ``hooks`` run after
+    the masks (weight clustering's ties). The masks are saved with each checkpoint (the ``masks`` part).
+    Everything else is the wrapped objective's."""
 
     def __init__(
         self,
@@ -123,8 +124,10 @@ class MaskedObjective:
         masks: dict[str, Tensor],
         schedule: Callable[[int], dict[str, Tensor] | None] | None = None,
         names: Iterable[str] | None = None,
+        hooks: Sequence[Callable[[], None]] = (),
     ) -> None:
         parameters = dict(model.named_parameters())
+        self.hooks = list(hooks)
         chosen = set(masks) | set(names or ())
         self.objective, self.model, self.schedule = objective, model, schedule
         self.buffers = MaskBuffers(masks, {name: parameters[name].shape for name in chosen})
@@ -142,3 +145,5 @@ class MaskedObjective:
         if self.schedule is not None and (new := self.schedule(step)) is not None:
             self.buffers.update(new)
         apply_masks(self.model, self.masks())
+        for hook in self.hooks:  # clustered weights tied to their centroids again
+            hook()

@@ -80,7 +80,8 @@ def distillation_losses(state: CompressState, batches: int) -> Iterator[Tensor]:
 class Prune(CompressStep):
     kind: Literal["prune"] = "prune"
     method: Literal["magnitude", "taylor"] = "magnitude"
-    structure: Literal["unstructured", "ffn", "heads"] = "unstructured"  # ffn neurons, attention heads: shrink
+    # ffn neurons, attention heads (transformers), channels (CNNs and MLPs): the model really shrinks
+    structure: Literal["unstructured", "ffn", "heads", "channels"] = "unstructured"
     amount: float = Field(0.5, gt=0, lt=1)  # the fraction of prunable weights set to zero
     scope: Literal["global", "layer"] = "global"
     schedule: PruneSchedule = PruneSchedule()
@@ -93,6 +94,8 @@ class Prune(CompressStep):
             return f"prune {100 * self.amount:g}% of FFN neurons ({how})"
         if self.structure == "heads":
             return f"prune {100 * self.amount:g}% of heads, {self.scope} ({how})"
+        if self.structure == "channels":
+            return f"prune {100 * self.amount:g}% of channels, {self.scope} ({how})"
         return f"prune {100 * self.amount:g}% {self.scope} ({how})"
 
     def check(self, recipe: Any) -> None:
@@ -109,6 +112,8 @@ class Prune(CompressStep):
         if self.structure != "unstructured":
             self._structured(state, model)
             return
+        if state.clusters:
+            raise ValueError("compress prune: after weight clustering pruning would break the clusters; prune first")
         weights = prunable_weights(model, self.skip)
         if not weights:
             raise ValueError(f"compress prune: the model has no Linear or Conv weights outside skip {self.skip}")
@@ -141,11 +146,15 @@ class Prune(CompressStep):
         train_recovery(state, state.before, folder, f"prune s{state.seed}", epochs, schedule.lr, masks_at, names)
 
     def _structured(self, state: CompressState, model: nn.Module) -> None:
-        if state.masks:
-            raise ValueError(
-                f"compress prune: structure {self.structure!r} after unstructured pruning would invalidate its masks; "
-                "put structured pruning first"
-            )
+        state.require_unshared(f"prune (structure {self.structure})")
+        if self.structure == "channels":
+            from distill.compress.channels import prune_channels
+
+            state.keep_before()
+            losses = distillation_losses(state, self.batches) if self.method == "taylor" else ()
+            prune_channels(model, state.task.sample_inputs(), self.amount, self.scope, self.method, losses)
+            state.custom_layers = True  # the model's spec no longer describes its widths
+            return
         try:
             parts = layer_parts(model)
         except ValueError as error:

@@ -63,6 +63,7 @@ def calibration_batches(state: CompressState, count: int) -> list[Any]:
 class Quantize(CompressStep):
     kind: Literal["quantize"] = "quantize"
     mode: Literal["int8_dynamic", "int8_static"] = "int8_dynamic"
+    per_channel: bool = True  # one scale per output channel of each weight: less error than one per tensor
     calibration_batches: int = Field(8, ge=1)  # int8_static: training batches of 32 the ranges come from
     min_agreement: float = Field(0.95, ge=0, le=1)  # argmax agreement with the float model on held-out inputs
 
@@ -81,11 +82,13 @@ class Quantize(CompressStep):
         try:
             with atomic_path(target) as staging, contextlib.redirect_stdout(io.StringIO()):
                 if self.mode == "int8_dynamic":
-                    quantize_dynamic(str(float_path), str(staging), weight_type=QuantType.QInt8)
+                    quantize_dynamic(
+                        str(float_path), str(staging), weight_type=QuantType.QInt8, per_channel=self.per_channel
+                    )
                 else:
                     names = OnnxModel(float_path).input_names
                     reader = _Calibration(calibration_batches(state, self.calibration_batches), names)
-                    quantize_static(str(float_path), str(staging), reader)
+                    quantize_static(str(float_path), str(staging), reader, per_channel=self.per_channel)
         finally:
             quiet.level = level
             float_path.unlink(missing_ok=True)

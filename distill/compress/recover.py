@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -65,7 +66,13 @@ def train_recovery(
         update["optimizer"] = base.optimizer.model_copy(update={"lr": lr})
     settings = base.model_copy(update=update)
     task = recovery_task(state)
-    objective = MaskedObjective(recovery_objective(state, teacher, task), state.model, state.masks, schedule, names)
+    # dropout and data order start from the seed and the step, not from whatever ran before in this process
+    torch.manual_seed(state.seed * 1_000 + int(folder.name.split("-")[0]))
+    from distill.compress.cluster import ClusterTies
+
+    hooks = [ClusterTies(state.model, state.clusters).apply] if state.clusters else []
+    inner = recovery_objective(state, teacher, task)
+    objective = MaskedObjective(inner, state.model, state.masks, schedule, names, hooks)
     context.train(objective, folder, state.seed, label, settings=settings, task=task)
     state.masks.clear()
     state.masks.update({name: mask for name, mask in objective.masks().items() if not bool(mask.all())})

@@ -1,14 +1,17 @@
-"""Pruned weights that take less disk: a safetensors file where each mostly-zero tensor is stored as a
-bitmask (one bit per entry, packed) plus its non-zero values, so that pruning shows up as bytes.
+"""Compressed weights that take less disk, so that pruning and clustering show up as bytes: a safetensors
+file where each mostly-zero tensor is stored as a bitmask (one bit per entry, packed) plus its non-zero
+values, and each tensor with few distinct values (clustered weights) as a codebook plus b-bit indices.
 
-A tensor is stored this way when that is smaller: ``n/8 + nnz * itemsize`` bytes against ``n * itemsize``
-(for fp32 as soon as more than 1/32 of it is zero). The file's metadata lists the compressed tensors
-with their shapes; :func:`load_compressed` gives back the exact dense state dict.
+Each tensor takes the smallest form: dense ``n * itemsize`` bytes, sparse ``n/8 + nnz * itemsize`` (for
+fp32 smaller as soon as more than 1/32 of it is zero), or codebook ``k * itemsize + n * ceil(log2 k)/8``
+for k <= 256 distinct values. The file's metadata lists the compressed tensors with their shapes;
+:func:`load_compressed` gives back the exact dense state dict.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,41 +23,74 @@ from torch import Tensor
 from distill.train.checkpoint import atomic_path
 
 MASK, VALUES = "::mask", "::values"
+CODEBOOK, CODES = "::codebook", "::codes"
 META_KEY = "distill_sparse"
+CODEBOOK_KEY = "distill_codebook"
 
 
-def _compressed_is_smaller(tensor: Tensor) -> bool:
-    nonzero = int(torch.count_nonzero(tensor))
-    return tensor.numel() / 8 + nonzero * tensor.element_size() < tensor.numel() * tensor.element_size()
+def _form(tensor: Tensor) -> tuple[str, int]:
+    """The smallest storage form of ``tensor``: ("dense" | "sparse" | "codebook", bits per index)."""
+    size, count = tensor.element_size(), tensor.numel()
+    options = {"dense": count * size, "sparse": count / 8 + int(torch.count_nonzero(tensor)) * size}
+    distinct = torch.unique(tensor)
+    bits = max(1, math.ceil(math.log2(len(distinct)))) if len(distinct) <= 256 else 0
+    if bits:
+        options["codebook"] = len(distinct) * size + count * bits / 8
+    return min(options, key=options.get), bits
+
+
+def _pack(codes: np.ndarray, bits: int) -> np.ndarray:
+    """Each code's low ``bits`` bits, packed end to end."""
+    binary = np.unpackbits(codes.astype(np.uint8)[:, None], axis=1)[:, 8 - bits :]
+    return np.packbits(binary.reshape(-1))
+
+
+def _unpack(packed: np.ndarray, bits: int, count: int) -> np.ndarray:
+    binary = np.unpackbits(packed, count=count * bits).reshape(count, bits)
+    return np.packbits(np.pad(binary, ((0, 0), (8 - bits, 0))), axis=1).reshape(-1)
 
 
 def save_compressed(state: dict[str, Tensor], path: str | Path) -> int:
-    """Write ``state`` to ``path`` (atomically), sparse tensors as bitmask + values; returns bytes written."""
+    """Write ``state`` to ``path`` (atomically), each tensor in its smallest form; returns bytes written."""
     tensors: dict[str, Tensor] = {}
     sparse: dict[str, list[int]] = {}
+    coded: dict[str, list[int]] = {}
     for name, tensor in state.items():
         tensor = tensor.detach().cpu().contiguous()
-        if tensor.is_floating_point() and tensor.numel() >= 64 and _compressed_is_smaller(tensor):
-            flat = tensor.flatten()
+        form, bits = _form(tensor) if tensor.is_floating_point() and tensor.numel() >= 64 else ("dense", 0)
+        flat = tensor.flatten()
+        if form == "sparse":
             keep = flat != 0
             tensors[name + MASK] = torch.from_numpy(np.packbits(keep.numpy()))
             tensors[name + VALUES] = flat[keep].clone()
             sparse[name] = list(tensor.shape)
+        elif form == "codebook":
+            codebook, codes = torch.unique(flat, return_inverse=True)
+            tensors[name + CODEBOOK] = codebook
+            tensors[name + CODES] = torch.from_numpy(_pack(codes.numpy(), bits))
+            coded[name] = [bits, *tensor.shape]
         else:
             tensors[name] = tensor.clone()  # shared storage (tied weights) cannot be saved as is
+    metadata = {META_KEY: json.dumps(sparse), CODEBOOK_KEY: json.dumps(coded)}
     with atomic_path(Path(path)) as staging:
-        save_file(tensors, str(staging), metadata={META_KEY: json.dumps(sparse)})
+        save_file(tensors, str(staging), metadata=metadata)
     return Path(path).stat().st_size
 
 
 def load_compressed(path: str | Path) -> dict[str, Tensor]:
     """The dense state dict of a file written by :func:`save_compressed` (or any safetensors file)."""
     with safe_open(str(path), framework="pt") as handle:
-        sparse = json.loads((handle.metadata() or {}).get(META_KEY, "{}"))
+        metadata = handle.metadata() or {}
+        sparse = json.loads(metadata.get(META_KEY, "{}"))
+        coded = json.loads(metadata.get(CODEBOOK_KEY, "{}"))
         state = {}
         for name in handle.keys():  # noqa: SIM118 (safe_open is not a mapping)
-            if not name.endswith((MASK, VALUES)):
+            if not name.endswith((MASK, VALUES, CODEBOOK, CODES)):
                 state[name] = handle.get_tensor(name)
+        for name, (bits, *shape) in coded.items():
+            count = int(np.prod(shape)) if shape else 1
+            codes = _unpack(handle.get_tensor(name + CODES).numpy(), bits, count)
+            state[name] = handle.get_tensor(name + CODEBOOK)[torch.from_numpy(codes.astype(np.int64))].view(shape)
         for name, shape in sparse.items():
             values = handle.get_tensor(name + VALUES)
             count = int(np.prod(shape)) if shape else 1

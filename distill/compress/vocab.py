@@ -2,7 +2,8 @@
 matrix (in a 3-layer MiniLM student 11.7M of its 17.2M parameters) shrinks to the task's vocabulary.
 
 Kept: every piece that occurs at least ``min_count`` times in the student's training texts (labelled and
-``data.unlabeled``; never the evaluation splits), the special tokens and, with ``keep_characters``, every
+``data.unlabeled``, plus the file ``texts`` if given; never the evaluation splits), the special tokens
+and, with ``keep_characters``, every
 single character and ``##character``, so a word unseen in training is spelled out in pieces rather than
 mapped to [UNK]. Ids are renumbered in their old order. The trimmed tokenizer is a real WordPiece
 tokenizer (saved with the model): on every training text it gives the old pieces, renumbered, because
@@ -79,6 +80,7 @@ class TrimVocab(CompressStep):
     kind: Literal["trim_vocab"] = "trim_vocab"
     min_count: int = Field(1, ge=1)  # keep pieces used at least this often in the training texts
     keep_characters: bool = True  # single characters too: unseen words are spelled out, not [UNK]
+    texts: str | None = None  # more texts whose pieces are kept (a text per line, or JSONL with "text")
 
     def label(self) -> str:
         return "trim vocabulary to the training texts"
@@ -95,7 +97,12 @@ class TrimVocab(CompressStep):
         if task.two_encodings:
             raise ValueError("compress trim_vocab: the student already has its own tokenizer; trim needs the teacher's")
         old = transformers.AutoTokenizer.from_pretrained(task.info["tokenizer"])
-        ids = kept_ids(old, piece_counts(recovery_task(state)), self.min_count, self.keep_characters)
+        counts = piece_counts(recovery_task(state))
+        if self.texts is not None:
+            from distill.data.files import read_inputs
+
+            counts.update(i for row in old(read_inputs(self.texts))["input_ids"] for i in row)
+        ids = kept_ids(old, counts, self.min_count, self.keep_characters)
         new = trimmed_tokenizer(old, ids)
         folder = state.step_folder(index, self.kind) / "tokenizer"
         new.save_pretrained(folder)

@@ -7,6 +7,7 @@ where there is one) and what would be right, raised before anything is trained.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,3 +91,23 @@ def read_conll(path: str | Path) -> dict[str, list]:
         words.append(fields[0])
         sentence_tags.append(fields[-1])
     return {"tokens": tokens, "tags": tags}
+
+
+def read_inputs(path: str | Path) -> list[str]:
+    """Texts from a ``.jsonl`` file (its ``text`` field) or from any other file, one per non-blank line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix.lower() != ".jsonl":
+        return lines
+    texts = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise DataError(f'{path}:{number}: expected an object with a "text" string')
+        texts.append(record["text"])
+    return texts

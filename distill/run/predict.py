@@ -9,36 +9,13 @@ of its first word piece).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distill.data.files import DataError
 from distill.models.hf.loading import folder_head, head_class, quiet_loading
-
-
-def read_inputs(path: str | Path) -> list[str]:
-    """Texts from a ``.jsonl`` file (its ``text`` field) or from any other file, one per non-blank line."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if path.suffix.lower() != ".jsonl":
-        return lines
-    texts = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise DataError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise DataError(f'{path}:{number}: expected an object with a "text" string')
-        texts.append(record["text"])
-    return texts
-
 
 ONNX_FILE = "model.onnx"  # an ONNX export (compress: export) serves with ONNX Runtime, without torch
 
