@@ -116,7 +116,7 @@ def test_recipe_steps_are_one_key_mappings_with_errors_that_list_what_is_allowed
     assert [step.kind for step in recipe.compress] == ["prune", "quantize", "export"]
     with pytest.raises(
         RecipeError,
-        match=r"unknown compress step 'squash'; known compress steps: cluster, distill, export, low_rank, prune",
+        match=r"unknown compress step 'squash'; known compress steps: cluster, distill, export, lottery, low_rank",
     ):
         validate_recipe(_recipe([{"squash": {}}]))
     with pytest.raises(RecipeError, match=r"compress\[0\].*unknown key.*amount"):

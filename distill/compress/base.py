@@ -93,7 +93,9 @@ class CompressStep(BaseModel):
     @model_validator(mode="wrap")
     @classmethod
     def _by_kind(cls, value: Any, handler: Callable[[Any], Any]) -> Any:
-        return _STEPS.validate_by_kind(CompressStep, cls, one_key_form(value), handler)
+        if cls is CompressStep:  # a recipe's entry; a step class built directly takes its fields
+            value = one_key_form(value)
+        return _STEPS.validate_by_kind(CompressStep, cls, value, handler)
 
     def label(self) -> str:
         """The step's row label in the deployment table."""
