@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies benchmark-compress benchmark-lottery clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ benchmark-sst2-scarce: $(STAMP)
 
 benchmark-ner: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.ner
+
+benchmark-compress: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.compress
+
+benchmark-lottery: $(STAMP)
+	$(BIN)/python -m benchmarks.lottery_mnist
 
 benchmark-strategies: $(STAMP)
 	$(BIN)/python benchmarks/strategies.py
