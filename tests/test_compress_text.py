@@ -14,17 +14,22 @@ from tests.hf_models import save_tiny_bert_folder
 ROWS = [("a fine film", "positive"), ("dull and long", "negative"), ("it is a film", "neutral")]
 
 
-def test_a_text_student_pruned_quantised_and_exported_serves_what_the_table_reports(tmp_path):
+def _text_recipe(tmp_path, compress: list, epochs: int, lr: float) -> dict:
+    """A tiny BERT teacher (trained in the run), its 2-layer student and ``compress``, on ROWS."""
     train = tmp_path / "train.csv"
     train.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS * 8))
-    settings = {"epochs": 12, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    raw = {
+    settings = {"epochs": epochs, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": lr}}
+    return {
         "data": {"format": "csv", "train": str(train), "validation": str(train)},
         "teacher": {"model": {"kind": "hf", "path": save_tiny_bert_folder(tmp_path / "teacher")}, "train": settings},
         "student": {"model": {"kind": "hf", "layers": 2}, "train": settings, "baseline": False},
         "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 0.5},
-        "compress": [{"prune": {"amount": 0.3}}, "quantize", "export"],
+        "compress": compress,
     }
+
+
+def test_a_text_student_pruned_quantised_and_exported_serves_what_the_table_reports(tmp_path):
+    raw = _text_recipe(tmp_path, [{"prune": {"amount": 0.3}}, "quantize", "export"], epochs=12, lr=1e-2)
     results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
     export = results["rows"][-1]
     assert export["label"] == "export onnx" and export["details"]["parity"]["agreement"] >= 0.95
@@ -38,22 +43,18 @@ def test_a_text_student_pruned_quantised_and_exported_serves_what_the_table_repo
 
 
 def test_structured_pruning_then_recovery_shrinks_the_student_and_exports(tmp_path):
-    train = tmp_path / "train.csv"
-    train.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS * 8))
-    settings = {"epochs": 2, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    raw = {
-        "data": {"format": "csv", "train": str(train), "validation": str(train)},
-        "teacher": {"model": {"kind": "hf", "path": save_tiny_bert_folder(tmp_path / "teacher")}, "train": settings},
-        "student": {"model": {"kind": "hf", "layers": 2}, "train": settings, "baseline": False},
-        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 0.5},
-        "compress": [
+    raw = _text_recipe(
+        tmp_path,
+        [
             {"prune": {"structure": "ffn", "amount": 0.5}},
             {"distill": {"epochs": 1}},
             {"export": {"format": "hf"}},
             {"prune": {"structure": "heads", "amount": 0.5, "method": "taylor", "batches": 2}},
             {"export": {"format": "hf"}},
         ],
-    }
+        epochs=2,
+        lr=1e-2,
+    )
     with pytest.raises(ValueError, match=r"attention heads were pruned \(\[1\] per layer\).*use format onnx"):
         run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
     raw["compress"][-1] = "export"
@@ -96,16 +97,9 @@ def test_trimmed_vocabulary_gives_the_same_pieces_and_outputs_on_training_texts(
 
 
 def test_trim_vocab_in_a_recipe_shrinks_the_student_and_its_export_serves_with_the_new_tokenizer(tmp_path):
-    train = tmp_path / "train.csv"
-    train.write_text("text,label\n" + "".join(f"{t},{label}\n" for t, label in ROWS * 8))
-    settings = {"epochs": 12, "batch_size": 8, "log_every": 1, "optimizer": {"name": "adamw", "lr": 1e-2}}
-    raw = {
-        "data": {"format": "csv", "train": str(train), "validation": str(train)},
-        "teacher": {"model": {"kind": "hf", "path": save_tiny_bert_folder(tmp_path / "teacher")}, "train": settings},
-        "student": {"model": {"kind": "hf", "layers": 2}, "train": settings, "baseline": False},
-        "distill": {"response_loss": "kd", "temperature": 2.0, "hard_weight": 0.5},
-        "compress": ["trim_vocab", {"distill": {"epochs": 1, "teacher": "teacher"}}, "export"],
-    }
+    raw = _text_recipe(
+        tmp_path, ["trim_vocab", {"distill": {"epochs": 1, "teacher": "teacher"}}, "export"], epochs=12, lr=1e-2
+    )
     results = run_recipe(validate_recipe(raw), raw, tmp_path / "run", show_progress=False)
     rows = {row["label"]: row for row in results["rows"]}
     distilled, trimmed = rows["student, distilled"], rows["trim vocabulary to the training texts"]

@@ -61,6 +61,10 @@ class ClusterTies:
     def __init__(self, model: nn.Module, codes: dict[str, Tensor]) -> None:
         self.model, self.codes = model, codes
 
+    def __call__(self, step: int = 0, total_steps: int | None = None) -> None:
+        """The Trainer's after-step hook (see :class:`~distill.compress.masks.MaskedObjective`)."""
+        self.apply()
+
     @torch.no_grad()
     def apply(self) -> None:
         parameters = dict(self.model.named_parameters())

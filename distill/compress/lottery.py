@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
@@ -27,7 +27,7 @@ from distill.compress.masks import MaskedObjective, apply_masks, magnitude_score
 
 
 class _Keep:
-    """An after-step hook that copies the model's weights at optimizer step ``step``."""
+    """An after-step hook (of :class:`MaskedObjective`) that copies the model's weights at step ``step``."""
 
     def __init__(self, model: nn.Module, step: int) -> None:
         self.model, self.step, self.weights = model, step, None
@@ -35,22 +35,6 @@ class _Keep:
     def __call__(self, step: int, total_steps: int | None) -> None:
         if step == self.step and self.weights is None:
             self.weights = copy.deepcopy(self.model.state_dict())
-
-
-class _WithHook:
-    """An objective that also calls ``hook(step, total)`` after each optimizer step."""
-
-    def __init__(self, objective: Any, hook: Any) -> None:
-        self.objective, self.hook = objective, hook
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.objective, name)
-
-    def after_step(self, step: int, total_steps: int | None) -> None:
-        inner = getattr(self.objective, "after_step", None)
-        if inner is not None:
-            inner(step, total_steps)
-        self.hook(step, total_steps)
 
 
 def lottery_rounds(state: CompressState, spec: Lottery, index: int) -> Iterator[tuple[int, float, nn.Module]]:
@@ -65,9 +49,8 @@ def lottery_rounds(state: CompressState, spec: Lottery, index: int) -> Iterator[
     initial = copy.deepcopy(model.state_dict())
     keep = _Keep(model, spec.rewind)
     torch.manual_seed(seed * 1_000 + index)
-    context.train(
-        _WithHook(context.objective(teacher, model), keep), folder / "round-0", seed, "ticket r0", settings=settings
-    )
+    dense = MaskedObjective(context.objective(teacher, model), model, {}, hooks=[keep])
+    context.train(dense, folder / "round-0", seed, "ticket r0", settings=settings)
     rewind = initial if spec.rewind == 0 or keep.weights is None else keep.weights
     masks: dict[str, Tensor] = {}
     remaining = 1.0

@@ -109,13 +109,20 @@ class MaskBuffers(nn.Module):
     def masks(self) -> dict[str, Tensor]:
         return {name: getattr(self, f"mask_{position}").float() for position, name in enumerate(self.names)}
 
+    @torch.no_grad()
+    def apply(self, model: nn.Module) -> None:
+        """Zero the pruned weights of ``model`` (in place, straight from the boolean buffers)."""
+        parameters = dict(model.named_parameters())
+        for position, name in enumerate(self.names):
+            parameters[name].masked_fill_(~getattr(self, f"mask_{position}").to(parameters[name].device), 0)
+
 
 class MaskedObjective:
     """An objective whose model keeps its pruned weights at zero after every optimizer step; with a
     ``schedule`` (step -> new masks, or None to keep them; gradual pruning) the masks change first.
-    ``names`` are the parameters that may be masked (default: those of ``masks``); ``hooks`` run after
-    the masks (weight clustering's ties). The masks are saved with each checkpoint (the ``masks`` part).
-    Everything else is the wrapped objective's."""
+    ``names`` are the parameters that may be masked (default: those of ``masks``); ``hooks(step, total)``
+    run after the masks (weight clustering's ties, a lottery ticket's late-resetting copy). The masks
+    are saved with each checkpoint (the ``masks`` part). Everything else is the wrapped objective's."""
 
     def __init__(
         self,
@@ -124,7 +131,7 @@ class MaskedObjective:
         masks: dict[str, Tensor],
         schedule: Callable[[int], dict[str, Tensor] | None] | None = None,
         names: Iterable[str] | None = None,
-        hooks: Sequence[Callable[[], None]] = (),
+        hooks: Sequence[Callable[[int, int | None], None]] = (),
     ) -> None:
         parameters = dict(model.named_parameters())
         self.hooks = list(hooks)
@@ -144,6 +151,6 @@ class MaskedObjective:
     def after_step(self, step: int, total_steps: int | None) -> None:
         if self.schedule is not None and (new := self.schedule(step)) is not None:
             self.buffers.update(new)
-        apply_masks(self.model, self.masks())
-        for hook in self.hooks:  # clustered weights tied to their centroids again
-            hook()
+        self.buffers.apply(self.model)
+        for hook in self.hooks:  # clustered weights tied to their centroids again, weights kept at step k
+            hook(step, total_steps)

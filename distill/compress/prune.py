@@ -13,7 +13,6 @@ the zeros.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
@@ -21,11 +20,16 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from distill.compress.base import CompressState, CompressStep, register_step
 from distill.compress.masks import apply_masks, cubic_sparsity, magnitude_scores, masks_for, prunable_weights
-from distill.compress.recover import recovery_objective, recovery_task, steps_per_epoch, train_recovery
+from distill.compress.recover import (
+    recovery_objective,
+    recovery_task,
+    steps_per_epoch,
+    train_recovery,
+    training_batches,
+)
 from distill.compress.structured import (
     ffn_magnitude,
     grouped_first_order,
@@ -35,7 +39,6 @@ from distill.compress.structured import (
     prune_ffn,
     prune_heads,
 )
-from distill.core.batch import as_batch
 from distill.train.settings import StrictModel
 
 
@@ -64,14 +67,11 @@ def distillation_losses(state: CompressState, batches: int) -> Iterator[Tensor]:
     task = recovery_task(state)
     teacher = state.teacher if state.teacher is not None else state.before
     objective = recovery_objective(state, teacher, task)
-    settings = state.context.recipe.student.train
-    collate = task.trainer_options(settings).get("collate_fn")
-    loader = DataLoader(task.train, batch_size=settings.batch_size, collate_fn=collate)
     model = objective.trainable
     model.train()
     try:
-        for raw in itertools.islice(loader, batches):
-            yield objective.losses(model, as_batch(raw))["total"]
+        for batch in training_batches(state, state.context.recipe.student.train.batch_size, batches):
+            yield objective.losses(model, batch)["total"]
     finally:
         model.eval()
 

@@ -6,23 +6,35 @@ with). Pruned weights stay at zero throughout (:class:`~distill.compress.masks.M
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from distill.compress.base import CompressState, CompressStep, register_step
 from distill.compress.masks import MaskedObjective
+from distill.core.batch import as_batch
 
 
 def recovery_task(state: CompressState) -> Any:
     """The data the student was distilled on: the labelled training set plus ``data.unlabeled``."""
     task = state.task
     return task.with_unlabeled() if hasattr(task, "with_unlabeled") else task
+
+
+def training_batches(state: CompressState, batch_size: int, count: int) -> Iterator[Any]:
+    """The first ``count`` batches of the recovery data in order (importance scores, calibration)."""
+    task = recovery_task(state)
+    collate = task.trainer_options(state.context.recipe.student.train).get("collate_fn")
+    loader = DataLoader(task.train, batch_size=batch_size, collate_fn=collate)
+    for raw in itertools.islice(loader, count):
+        yield as_batch(raw)
 
 
 def recovery_teacher(state: CompressState, which: str) -> nn.Module:
@@ -70,7 +82,7 @@ def train_recovery(
     torch.manual_seed(state.seed * 1_000 + int(folder.name.split("-")[0]))
     from distill.compress.cluster import ClusterTies
 
-    hooks = [ClusterTies(state.model, state.clusters).apply] if state.clusters else []
+    hooks = [ClusterTies(state.model, state.clusters)] if state.clusters else []
     inner = recovery_objective(state, teacher, task)
     objective = MaskedObjective(inner, state.model, state.masks, schedule, names, hooks)
     context.train(objective, folder, state.seed, label, settings=settings, task=task)
