@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies benchmark-compress benchmark-lottery clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies benchmark-compress benchmark-lottery benchmark-sparse clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ benchmark-compress: $(STAMP)
 
 benchmark-lottery: $(STAMP)
 	$(BIN)/python -m benchmarks.lottery_mnist
+
+benchmark-sparse: $(STAMP)
+	$(BIN)/python -m benchmarks.sparse_mnist
 
 benchmark-strategies: $(STAMP)
 	$(BIN)/python benchmarks/strategies.py

@@ -18,12 +18,12 @@ import copy
 from collections.abc import Iterator
 from typing import Literal
 
-import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from distill.compress.base import CompressState, CompressStep, register_step
-from distill.compress.masks import MaskedObjective, apply_masks, magnitude_scores, masks_for, prunable_weights
+from distill.compress.base import CompressState, register_step
+from distill.compress.masks import apply_masks, magnitude_scores, masks_for, prunable_weights
+from distill.compress.scratch import FromScratch
 
 
 class _Keep:
@@ -40,17 +40,11 @@ class _Keep:
 def lottery_rounds(state: CompressState, spec: Lottery, index: int) -> Iterator[tuple[int, float, nn.Module]]:
     """(round, fraction of prunable weights remaining, trained network) for round 0 (dense) and each
     pruning round."""
-    context, seed = state.context, state.seed
     folder = state.step_folder(index, spec.kind)
-    teacher = state.teacher if spec.teacher == "teacher" else None
-    source = state.teacher
-    settings = context.recipe.student.train.model_copy(update={"epochs": spec.epochs})
-    model = context.build_student(seed, source=source)
+    model = spec.fresh_student(state)
     initial = copy.deepcopy(model.state_dict())
     keep = _Keep(model, spec.rewind)
-    torch.manual_seed(seed * 1_000 + index)
-    dense = MaskedObjective(context.objective(teacher, model), model, {}, hooks=[keep])
-    context.train(dense, folder / "round-0", seed, "ticket r0", settings=settings)
+    spec.train_masked(state, spec.masked(state, model, {}, hooks=[keep]), folder / "round-0", "ticket r0", index)
     rewind = initial if spec.rewind == 0 or keep.weights is None else keep.weights
     masks: dict[str, Tensor] = {}
     remaining = 1.0
@@ -63,28 +57,24 @@ def lottery_rounds(state: CompressState, spec: Lottery, index: int) -> Iterator[
         }
         masks = masks_for(scores, 1 - remaining, spec.scope)
         if spec.reinit:
-            model.load_state_dict(context.build_student(seed + 7_919 * round_number, source=source).state_dict())
+            model.load_state_dict(spec.fresh_student(state, state.seed + 7_919 * round_number).state_dict())
         else:
             model.load_state_dict(rewind)
         apply_masks(model, masks)
-        objective = MaskedObjective(context.objective(teacher, model), model, masks)
-        torch.manual_seed(seed * 1_000 + index)
-        context.train(objective, folder / f"round-{round_number}", seed, f"ticket r{round_number}", settings=settings)
+        objective = spec.masked(state, model, masks)
+        spec.train_masked(state, objective, folder / f"round-{round_number}", f"ticket r{round_number}", index)
         masks = objective.masks()
         yield round_number, remaining, model
 
 
 @register_step("lottery")
-class Lottery(CompressStep):
+class Lottery(FromScratch):
     kind: Literal["lottery"] = "lottery"
     rounds: int = Field(3, ge=1)
     rate: float = Field(0.2, gt=0, lt=1)  # of the surviving prunable weights, pruned each round
-    epochs: int = Field(1, ge=1)  # training per round (and for the dense round 0)
     rewind: int = Field(0, ge=0)  # reset survivors to their values at this optimizer step (0: initialisation)
     reinit: bool = False  # the control: survivors re-initialised at random instead
-    teacher: Literal["none", "teacher"] = "none"  # train on labels (the paper), or distil from the run's teacher
     scope: Literal["layer", "global"] = "layer"  # per layer as the paper (it prunes the output layer at half rate)
-    skip: list[str] = Field(default_factory=list)
 
     def label(self) -> str:
         left = 100 * (1 - self.rate) ** self.rounds

@@ -121,7 +121,8 @@ class MaskedObjective:
     """An objective whose model keeps its pruned weights at zero after every optimizer step; with a
     ``schedule`` (step -> new masks, or None to keep them; gradual pruning) the masks change first.
     ``names`` are the parameters that may be masked (default: those of ``masks``); ``hooks(step, total)``
-    run after the masks (weight clustering's ties, a lottery ticket's late-resetting copy). The masks
+    run after the masks (weight clustering's ties, a lottery ticket's late-resetting copy);
+    ``before_step(step, total, optimizer)`` runs before each optimizer step (RigL's regrowth). The masks
     are saved with each checkpoint (the ``masks`` part). Everything else is the wrapped objective's."""
 
     def __init__(
@@ -132,9 +133,10 @@ class MaskedObjective:
         schedule: Callable[[int], dict[str, Tensor] | None] | None = None,
         names: Iterable[str] | None = None,
         hooks: Sequence[Callable[[int, int | None], None]] = (),
+        before_step: Callable[[int, int | None, Any], bool] | None = None,
     ) -> None:
         parameters = dict(model.named_parameters())
-        self.hooks = list(hooks)
+        self.hooks, self.before_step = list(hooks), before_step
         chosen = set(masks) | set(names or ())
         self.objective, self.model, self.schedule = objective, model, schedule
         self.buffers = MaskBuffers(masks, {name: parameters[name].shape for name in chosen})
@@ -147,6 +149,11 @@ class MaskedObjective:
 
     def masks(self) -> dict[str, Tensor]:
         return self.buffers.masks()
+
+    def before_optimizer_step(self, step: int, total_steps: int | None, optimizer: Any) -> bool:
+        """The Trainer's hook between backward and the optimizer step (``step`` is the one being taken):
+        ``before_step`` may change the masks by the gradients (RigL); True skips this gradient step."""
+        return self.before_step is not None and self.before_step(step, total_steps, optimizer)
 
     def after_step(self, step: int, total_steps: int | None) -> None:
         if self.schedule is not None and (new := self.schedule(step)) is not None:

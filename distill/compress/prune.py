@@ -7,7 +7,8 @@ One shot: the ``amount`` fraction of prunable weights (Linear and Conv weights; 
 training batches of the distillation loss from the run's teacher (``taylor``; Molchanov et al. 2017,
 2019). Gradual (``schedule: {kind: cubic, steps: 2000, every: 100}``): Zhu & Gupta (2017), the sparsity
 rises from 0 to ``amount`` along s_t = s_f (1 - (1 - t/n)^3) while the model is distilled from the model
-before the step, the masks recomputed every ``every`` steps by magnitude. A later ``distill`` step keeps
+before the step (``teacher: before``; ``teacher`` the run's teacher; ``none`` trains on labels as Zhu &
+Gupta did), the masks recomputed every ``every`` steps by magnitude. A later ``distill`` step keeps
 the zeros.
 """
 
@@ -26,6 +27,7 @@ from distill.compress.masks import apply_masks, cubic_sparsity, magnitude_scores
 from distill.compress.recover import (
     recovery_objective,
     recovery_task,
+    recovery_teacher,
     steps_per_epoch,
     train_recovery,
     training_batches,
@@ -47,6 +49,9 @@ class PruneSchedule(StrictModel):
     steps: int = Field(1000, ge=1)  # cubic: optimizer steps from 0 to the final sparsity
     every: int = Field(100, ge=1)  # cubic: masks recomputed every this many steps (Zhu & Gupta's Δt)
     lr: float | None = Field(None, gt=0)  # cubic: the distillation's lr (default: the student's)
+    epochs: int | None = Field(None, ge=1)  # cubic: training length (default: until the final sparsity)
+    # cubic: trained as a student of the model before the step, of the run's teacher, or on labels alone
+    teacher: Literal["before", "teacher", "none"] = "before"
 
 
 def first_order_scores(weights: dict[str, Tensor], losses: Iterable[Tensor]) -> dict[str, Tensor]:
@@ -131,7 +136,7 @@ class Prune(CompressStep):
     def _gradual(self, state: CompressState, index: int, weights: dict[str, Tensor]) -> None:
         schedule, earlier = self.schedule, dict(state.masks)  # masks of an earlier prune stay
         per_epoch = steps_per_epoch(recovery_task(state), state.context.recipe.student.train.batch_size)
-        epochs = math.ceil(schedule.steps / per_epoch)
+        epochs = max(math.ceil(schedule.steps / per_epoch), schedule.epochs or 0)  # fine-tuned at s_f after
 
         def masks_at(step: int) -> dict[str, Tensor] | None:
             if step % schedule.every and step != schedule.steps:
@@ -143,7 +148,9 @@ class Prune(CompressStep):
 
         folder = state.step_folder(index, self.kind)
         names = sorted(set(weights) | set(earlier))
-        train_recovery(state, state.before, folder, f"prune s{state.seed}", epochs, schedule.lr, masks_at, names)
+        teacher = recovery_teacher(state, schedule.teacher) if schedule.teacher != "none" else None
+        label = f"prune s{state.seed}"
+        train_recovery(state, teacher, folder, label, epochs, schedule.lr, masks_at, names)
 
     def _structured(self, state: CompressState, model: nn.Module) -> None:
         state.require_unshared(f"prune (structure {self.structure})")

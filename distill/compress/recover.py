@@ -28,9 +28,10 @@ def recovery_task(state: CompressState) -> Any:
     return task.with_unlabeled() if hasattr(task, "with_unlabeled") else task
 
 
-def training_batches(state: CompressState, batch_size: int, count: int) -> Iterator[Any]:
-    """The first ``count`` batches of the recovery data in order (importance scores, calibration)."""
-    task = recovery_task(state)
+def training_batches(state: CompressState, batch_size: int, count: int, task: Any = None) -> Iterator[Any]:
+    """The first ``count`` batches of ``task``'s training data (default: the recovery data) in order:
+    importance scores, calibration."""
+    task = task if task is not None else recovery_task(state)
     collate = task.trainer_options(state.context.recipe.student.train).get("collate_fn")
     loader = DataLoader(task.train, batch_size=batch_size, collate_fn=collate)
     for raw in itertools.islice(loader, count):
@@ -47,8 +48,9 @@ def recovery_teacher(state: CompressState, which: str) -> nn.Module:
     return teacher
 
 
-def recovery_objective(state: CompressState, teacher: nn.Module, task: Any) -> Any:
-    """The recipe's response distillation from ``teacher`` to the current model, without feature matches."""
+def recovery_objective(state: CompressState, teacher: nn.Module | None, task: Any) -> Any:
+    """The recipe's response distillation from ``teacher`` to the current model, without feature matches
+    (labels alone when ``teacher`` is None)."""
     context = state.context
     distill = context.recipe.distill.model_copy(update={"matches": []})
     return context.with_distill(distill).objective(teacher, state.model, task=task)
@@ -60,7 +62,7 @@ def steps_per_epoch(task: Any, batch_size: int) -> int:
 
 def train_recovery(
     state: CompressState,
-    teacher: nn.Module,
+    teacher: nn.Module | None,
     folder: Path,
     label: str,
     epochs: int,
@@ -68,16 +70,16 @@ def train_recovery(
     schedule: Callable[[int], dict[str, Tensor] | None] | None = None,
     names: list[str] | None = None,
 ) -> None:
-    """Distil the current model from ``teacher`` for ``epochs`` epochs into ``folder`` (resumable), the
-    pruning masks kept applied (and changed by ``schedule`` after each step, over the parameters
-    ``names``, for gradual pruning); ``state.masks`` are the masks at the end."""
+    """Distil the current model from ``teacher`` (None: train on labels) for ``epochs`` epochs into
+    ``folder`` (resumable), the pruning masks kept applied (and changed by ``schedule`` after each step,
+    over the parameters ``names``, for gradual pruning); ``state.masks`` are the masks at the end."""
     context = state.context
     base = context.recipe.student.train
     update: dict[str, Any] = {"epochs": epochs}
     if lr is not None:
         update["optimizer"] = base.optimizer.model_copy(update={"lr": lr})
     settings = base.model_copy(update=update)
-    task = recovery_task(state)
+    task = recovery_task(state) if teacher is not None else state.task
     # dropout and data order start from the seed and the step, not from whatever ran before in this process
     torch.manual_seed(state.seed * 1_000 + int(folder.name.split("-")[0]))
     from distill.compress.cluster import ClusterTies

@@ -220,6 +220,7 @@ class Trainer:
         unwrapped = accelerator.unwrap_model(model)
         constrained = self.objective.parts(unwrapped)["model"]
         after_step = getattr(self.objective, "after_step", None)
+        before_step = getattr(self.objective, "before_optimizer_step", None)
         record: dict[str, Any] = {}
         with TrainingProgress(
             self.description,
@@ -246,7 +247,10 @@ class Trainer:
                         accelerator.backward(terms["total"])
                         if accelerator.sync_gradients and settings.grad_clip:
                             accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                        optimizer.step()
+                        # the objective's own hook sees the gradients (RigL regrows by them) and may skip the step
+                        skip = accelerator.sync_gradients and before_step is not None
+                        if not (skip and before_step(step + 1, total_steps, optimizer)):
+                            optimizer.step()
                         optimizer.zero_grad(set_to_none=True)
                     if accelerator.sync_gradients:
                         scheduler.step()
