@@ -114,23 +114,37 @@ def run(
 @friendly_errors
 def export(
     run_dir: Annotated[Path, typer.Argument(help="a finished run folder (holding results.json)")],
-    out: Annotated[Path, typer.Option(help="the folder to write (Hugging Face for text runs)")],
+    out: Annotated[Path, typer.Option(help="the folder to write")],
     row: Annotated[str, typer.Option(help="a row's role (distilled, baseline, ...) or its table label")] = "distilled",
     seed: Annotated[int | None, typer.Option(help="which seed's model (default: the first)")] = None,
+    format: Annotated[
+        str | None, typer.Option(help="hf | onnx | safetensors (default: hf for text, safetensors for tensor runs)")
+    ] = None,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Write a row's model as a Hugging Face folder: config (real layer count, id2label), safetensors
-    weights and tokenizer, loadable with AutoModelFor...Classification and transformers.pipeline. A tensor
-    run's model: model.safetensors + distill_model.json (distill.run.export_tensor.load_exported)."""
+    """Write a row's model: a Hugging Face folder (config with the real layer count and id2label, safetensors
+    weights, tokenizer; loads with AutoModelFor...Classification and transformers.pipeline), a tensor model's
+    model.safetensors + distill_model.json (distill.run.export_tensor.load_exported), or model.onnx checked
+    against the PyTorch model on the run's held-out data. A compressed row: its export step's folder."""
     from distill.run.export import export_row
 
-    model = export_row(run_dir, out, row, seed)
-    if not hasattr(model, "config"):
-        console.print(f"wrote {out} ({type(model).__name__}: model.safetensors + distill_model.json)")
+    done = export_row(run_dir, out, row, seed, format, data_dir)
+    model = done.model
+    if model is None:
+        console.print(f"wrote {out} (the {done.format} artefact of row {row!r})")
         return
-    layers = getattr(model.config, "num_hidden_layers", "?")
-    console.print(
-        f"wrote {out} ({type(model).__name__}, {layers} layers, labels {list(model.config.id2label.values())})"
-    )
+    what = type(model).__name__
+    if hasattr(model, "config"):
+        layers = getattr(model.config, "num_hidden_layers", "?")
+        what += f", {layers} layers, labels {list(model.config.id2label.values())}"
+    elif done.format == "safetensors":
+        what += ": model.safetensors + distill_model.json"
+    if done.parity:
+        what += (
+            f"; ONNX parity on {done.parity['compared']} held-out inputs: max |logit difference| "
+            f"{done.parity['max_abs_diff']:.2g}, argmax agreement {done.parity['agreement']:.4f}"
+        )
+    console.print(f"wrote {out} as {done.format} ({what})")
 
 
 @app.command()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +56,63 @@ def _weights_path(run_dir: Path, recorded: str) -> Path:
     raise FileNotFoundError(f"{recorded} (the row's weights) is not in {run_dir}")
 
 
-def export_row(run_dir: str | Path, out: str | Path, row: str = "distilled", seed: int | None = None) -> nn.Module:
-    """Write the model of ``row`` (default: the distilled student of the first seed) to ``out``: a Hugging
-    Face folder for a text run, safetensors + ``distill_model.json`` for a tensor run
-    (:mod:`distill.run.export_tensor`); returns the model."""
+FORMATS = ("hf", "onnx", "safetensors")
+
+
+@dataclass
+class Exported:
+    """What ``distill export`` wrote: the folder, the PyTorch model (None for a copied compressed
+    artefact), the format, and for ONNX the parity report against the PyTorch model."""
+
+    folder: Path
+    model: nn.Module | None
+    format: str
+    parity: dict[str, float] = field(default_factory=dict)
+
+
+def export_row(
+    run_dir: str | Path,
+    out: str | Path,
+    row: str = "distilled",
+    seed: int | None = None,
+    format: str | None = None,
+    data_dir: str | None = None,
+) -> Exported:
+    """Write the model of ``row`` (default: the distilled student of the first seed) to ``out`` as
+    ``format``: ``hf`` (a text run's default), a Hugging Face folder; ``safetensors`` (a tensor run's
+    default), ``model.safetensors`` + ``distill_model.json`` (:mod:`distill.run.export_tensor`; for a
+    transformer the Hugging Face folder is its safetensors form); ``onnx``, ``model.onnx`` checked for
+    parity on the run's held-out data (found through ``data_dir`` when it moved;
+    :mod:`distill.run.export_formats`). A compressed row's artefact folder is copied as it is."""
     run_dir, out = Path(run_dir), Path(out)
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"--format {format!r}: the formats are {', '.join(FORMATS)}")
     results_path = run_dir / "results.json"
     if not results_path.is_file():
         raise FileNotFoundError(f"{run_dir} has no results.json: export needs a finished run folder")
     results = json.loads(results_path.read_text())
     found, entry = _row_entry(results, row, seed)
     weights = _weights_path(run_dir, entry["weights"])
-    if "head" not in results:
+    if found["role"] == "compressed":
+        from distill.run.export_formats import copy_compressed
+
+        return Exported(out, None, copy_compressed(found, weights, out, format))
+    tensor = "head" not in results
+    if tensor and format == "hf":
+        raise ValueError("--format hf: this run's model is a tensor model, not a transformer; use safetensors or onnx")
+    if tensor:
         from distill.run.export_tensor import export_tensor_row
 
-        return export_tensor_row(run_dir, out, results, found, entry, weights)
-    if "tokenizer" not in results:
+        model = export_tensor_row(run_dir, out, results, found, entry, weights)
+    elif "tokenizer" not in results:
         raise ValueError(f"{run_dir}/results.json names no tokenizer: run the recipe again to export it")
-    return export_hf(weights, results, out)
+    else:
+        model = export_hf(weights, results, out)
+    if format == "onnx":
+        from distill.run.export_formats import write_onnx
+
+        return Exported(out, model, "onnx", write_onnx(run_dir, model, out, data_dir))
+    return Exported(out, model, "safetensors" if tensor else "hf")
 
 
 def export_hf(weights: Path, results: dict[str, Any], out: Path) -> nn.Module:

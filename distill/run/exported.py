@@ -50,19 +50,21 @@ def servable_folder(path: str | Path) -> Iterator[Path]:
 
 
 def load_exported_model(folder: Path) -> nn.Module | None:
-    """The model of an exported folder (Hugging Face, or a tensor model's distill_model.json), else None."""
-    if (folder / SPEC_FILE).is_file():
-        return load_exported(folder)
-    if not ((folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()):
+    """The model of an exported folder (Hugging Face, a tensor model's distill_model.json, or either as
+    ``model.onnx`` served by ONNX Runtime), else None."""
+    described = (folder / SPEC_FILE).is_file()
+    if not described and not ((folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()):
         return None
+    if (folder / "model.onnx").is_file():  # distill export --format onnx, or a compress: export step
+        from distill.compress.onnx_model import OnnxModel
+
+        return OnnxModel(folder / "model.onnx")
+    if described:
+        return load_exported(folder)
     import transformers
 
     from distill.models.hf.loading import folder_head, head_class, quiet_loading
 
-    if (folder / "model.onnx").is_file():  # a compress: export, served by ONNX Runtime
-        from distill.compress.onnx_model import OnnxModel
-
-        return OnnxModel(folder / "model.onnx")
     head = folder_head(transformers.AutoConfig.from_pretrained(folder))
     with quiet_loading():
         return head_class(head).from_pretrained(folder, attn_implementation="eager").eval()
