@@ -4,16 +4,20 @@ ONNX Runtime with the run's score, wrong formats refused, compressed rows export
 from __future__ import annotations
 
 import pytest
+import torch
+from torch import nn
 from typer.testing import CliRunner
 
 from distill.cli import app
-from distill.compress.onnx_model import OnnxModel
+from distill.compress.base import CompressState
+from distill.compress.onnx_model import OnnxModel, UnsupportedOpError
+from distill.compress.quantize import Quantize
 from distill.run.export import export_row
 from distill.run.exported import load_exported_model
 from distill.run.predict import predict
 from distill.run.recipe import validate_recipe
 from distill.run.results import find_row
-from distill.run.runner import run_recipe
+from distill.run.runner import make_context, run_recipe
 from distill.tasks.registry import load_task
 from tests.test_compress import _recipe
 from tests.test_compress_text import ROWS, _text_recipe
@@ -77,3 +81,33 @@ def test_a_text_row_as_onnx_predicts_like_the_hf_export(tmp_path):
     assert [a["label"] for a in onnx_answers] == [a["label"] for a in hf_answers]
     for a, b in zip(onnx_answers, hf_answers, strict=True):
         assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+
+
+class _WithHistogram(nn.Module):
+    """A digits classifier with an operation ONNX cannot express (histc over a data-dependent range)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        logits = self.fc(inputs.flatten(1))
+        return logits + 0 * torch.histc(logits, bins=4).sum()
+
+
+def test_quantising_a_model_with_an_unsupported_op_says_which_and_what_to_do(tensor_run, tmp_path):
+    _, recipe, _ = tensor_run
+    context = make_context(recipe, _recipe([]), tmp_path / "run", show_progress=False)
+    state = CompressState(context, 0, _WithHistogram(), tmp_path / "compress", context.task)
+    with pytest.raises(UnsupportedOpError) as caught:
+        Quantize().apply(state, 1)
+    message = str(caught.value)
+    assert "_WithHistogram cannot be written as ONNX" in message and "histc" in message
+    assert "end the compress list before quantize/export" in message and "\n" not in message
+    assert state.artefact is None and not list((tmp_path / "compress").rglob("*.onnx"))  # nothing half-written
+
+
+def test_an_onnx_file_runtime_cannot_load_is_named(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"not a graph")
+    with pytest.raises(UnsupportedOpError, match=r"ONNX Runtime cannot run .*broken.onnx \("):
+        OnnxModel(tmp_path / "broken.onnx")

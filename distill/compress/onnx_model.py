@@ -24,6 +24,18 @@ class ParityError(RuntimeError):
     """An artefact whose outputs depart from its PyTorch model's beyond the tolerance."""
 
 
+class UnsupportedOpError(ValueError):
+    """A model that ONNX (or ONNX Runtime) cannot express or run: int8 quantisation and ONNX export need it."""
+
+
+def root_cause(error: BaseException) -> str:
+    """The innermost exception of a chain as ``Type: first line`` (what an exporter's report boils down to)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}".strip()
+
+
 class _LogitsOnly(nn.Module):
     """The model returning its logits alone (the ONNX graph's one output), called on one tensor."""
 
@@ -37,8 +49,8 @@ class _LogitsOnly(nn.Module):
 
 def export_onnx(model: nn.Module, sample: Inputs, path: Path) -> Path:
     """``model`` as one ONNX file at ``path`` (weights inside; its first output the logits), traced on
-    ``sample`` with the batch axis
-    (and, for token inputs, the sequence axis) dynamic. The exporter's chatter is shown only on failure."""
+    ``sample`` with the batch axis (and, for token inputs, the sequence axis) dynamic. The exporter's
+    chatter is kept quiet; a failure names its root cause (:class:`UnsupportedOpError`)."""
     model = model.eval()
     if isinstance(sample, Mapping):
         kwargs = model_inputs(model, sample)
@@ -66,7 +78,11 @@ def export_onnx(model: nn.Module, sample: Inputs, path: Path) -> Path:
             )
             program.save(str(staging), external_data=False)
     except Exception as error:
-        raise RuntimeError(f"ONNX export of {type(model).__name__} failed: {error}\n{log.getvalue()}") from None
+        raise UnsupportedOpError(
+            f"{type(model).__name__} cannot be written as ONNX, which int8 quantisation and ONNX export run on "
+            f"({root_cause(error)}); replace that operation in the model, or end the compress list before "
+            "quantize/export and serve the PyTorch model"
+        ) from None
     return path
 
 
@@ -84,7 +100,13 @@ class OnnxModel(nn.Module):
         # idle workers would spin for a while after each run, taking the cores from whatever runs next (another
         # model timed in the same round): with spinning off, interleaved timings stay fair
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as error:  # e.g. NOT_IMPLEMENTED: no CPU kernel for an (int8) operator of the graph
+            raise UnsupportedOpError(
+                f"ONNX Runtime cannot run {self.path} ({root_cause(error)}); an operator of the graph has no CPU "
+                "kernel for its types: try the other quantize mode (int8_static / int8_dynamic) or export in float"
+            ) from None
         self.input_names = [node.name for node in self.session.get_inputs()]
 
     def extra_repr(self) -> str:

@@ -24,10 +24,10 @@ def write_onnx(run_dir: Path, model: nn.Module, out: Path, data_dir: str | None)
     parity report."""
     from distill.compress.onnx_model import OnnxModel, export_onnx, held_out_inputs, parity
     from distill.run.recipe import load_recipe
-    from distill.run.runner import load_data
+    from distill.tasks.registry import load_task
 
     recipe, _ = load_recipe(str(run_dir / "recipe.yaml"))
-    task = load_data(recipe, data_dir)
+    task = load_task(recipe, data_dir)
     export_onnx(model, task.sample_inputs(), out / "model.onnx")
 
     report = parity(model, OnnxModel(out / "model.onnx"), held_out_inputs(task), 1e-3, 0.99, f"{out}/model.onnx")
