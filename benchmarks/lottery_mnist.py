@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.nlp_common import RESULTS, ROOT
+from benchmarks.nlp_common import RESULTS, ROOT, mean_std
 from distill.compress.base import CompressState
 from distill.compress.lottery import Lottery, lottery_rounds
 from distill.run.recipe import validate_recipe
@@ -73,8 +73,7 @@ def table(found: dict) -> str:
         cells = []
         for name in ("ticket", "random re-init"):
             values = found["curves"][name][round_number]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.2f} ± {spread:.2f}")
+            cells.append("{:.2f} ± {:.2f}".format(*mean_std(values)))
         lines.append(f"| {left:.1f} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

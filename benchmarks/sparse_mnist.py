@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.nlp_common import RESULTS, ROOT
+from benchmarks.nlp_common import RESULTS, ROOT, mean_std
 from distill.compress.base import CompressState, CompressStep
 from distill.compress.masks import sparsity_of
 from distill.compress.prune import Prune, PruneSchedule
@@ -114,8 +113,7 @@ def table(found: dict) -> str:
         cells = []
         for how in TEACHERS:
             values = list(found.get(f"{method} | {sparsity} | {how}", {}).get("accuracy", {}).values())
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.2f} ± {spread:.2f}" if values else "–")
+            cells.append("{:.2f} ± {:.2f}".format(*mean_std(values)) if values else "–")
         lines.append(f"| {method} | {100 * sparsity:g}% | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
