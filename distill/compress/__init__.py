@@ -1,5 +1,5 @@
 """Compression steps (the recipe's ``compress:`` list), one file each, found by registry: prune,
-distill (recovery), lottery, snip, rigl, low_rank, cluster, trim_vocab, quantize, export. See
+distill (recovery), lottery, snip, rigl, low_rank, cluster, share_layers, trim_vocab, qat, quantize, export. See
 :mod:`distill.compress.base` for how a step is written."""
 
 from distill.compress import (  # noqa: F401
@@ -8,9 +8,11 @@ from distill.compress import (  # noqa: F401
     lottery,
     lowrank,
     prune,
+    qat,
     quantize,
     recover,
     rigl,
+    share,
     snip,
     vocab,
 )

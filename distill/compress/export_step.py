@@ -20,6 +20,7 @@ from pydantic import Field
 
 from distill.compress.base import CompressState, CompressStep, register_step
 from distill.compress.onnx_model import OnnxModel, export_onnx, held_out_inputs, parity
+from distill.compress.share import unshared_copy
 from distill.compress.sparse_io import load_compressed, save_compressed
 
 
@@ -81,7 +82,7 @@ class Export(CompressStep):
                 f"compress export hf: attention heads were pruned ({sorted(heads)} per layer), which a transformers "
                 "config cannot express (it derives the head size from the head count); use format onnx"
             )
-        model.save_pretrained(folder)
+        unshared_copy(model).save_pretrained(folder)  # stock transformers has no shared layers: each one written
         write_serving_files(state, folder)
         with quiet_loading():
             loaded = head_class(state.task.describe()["head"]).from_pretrained(folder).eval()

@@ -32,6 +32,7 @@ from distill.compress.recover import (
     train_recovery,
     training_batches,
 )
+from distill.compress.share import is_shared
 from distill.compress.structured import (
     ffn_magnitude,
     grouped_first_order,
@@ -154,6 +155,11 @@ class Prune(CompressStep):
 
     def _structured(self, state: CompressState, model: nn.Module) -> None:
         state.require_unshared(f"prune (structure {self.structure})")
+        if is_shared(model):
+            raise ValueError(
+                f"compress prune: structure {self.structure!r} after share_layers would cut the shared layer once "
+                "per position; prune before share_layers"
+            )
         if self.structure == "channels":
             from distill.compress.channels import prune_channels
 

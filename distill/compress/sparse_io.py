@@ -4,8 +4,9 @@ values, and each tensor with few distinct values (clustered weights) as a codebo
 
 Each tensor takes the smallest form: dense ``n * itemsize`` bytes, sparse ``n/8 + nnz * itemsize`` (for
 fp32 smaller as soon as more than 1/32 of it is zero), or codebook ``k * itemsize + n * ceil(log2 k)/8``
-for k <= 256 distinct values. The file's metadata lists the compressed tensors with their shapes;
-:func:`load_compressed` gives back the exact dense state dict.
+for k <= 256 distinct values. A tensor that is the same storage as an earlier one (tied weights, layers
+shared across depth) is written once and named as an alias. The file's metadata lists the compressed
+tensors with their shapes; :func:`load_compressed` gives back the exact dense state dict.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ MASK, VALUES = "::mask", "::values"
 CODEBOOK, CODES = "::codebook", "::codes"
 META_KEY = "distill_sparse"
 CODEBOOK_KEY = "distill_codebook"
+ALIAS_KEY = "distill_alias"
 
 
 def _form(tensor: Tensor) -> tuple[str, int]:
@@ -55,7 +57,20 @@ def save_compressed(state: dict[str, Tensor], path: str | Path) -> int:
     tensors: dict[str, Tensor] = {}
     sparse: dict[str, list[int]] = {}
     coded: dict[str, list[int]] = {}
+    aliases: dict[str, str] = {}
+    first_of: dict[tuple, str] = {}
     for name, tensor in state.items():
+        same = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tensor.dtype,
+            tensor.shape,
+            tensor.stride(),
+        )
+        if tensor.numel() and same in first_of:
+            aliases[name] = first_of[same]
+            continue
+        first_of[same] = name
         tensor = tensor.detach().cpu().contiguous()
         form, bits = _form(tensor) if tensor.is_floating_point() and tensor.numel() >= 64 else ("dense", 0)
         flat = tensor.flatten()
@@ -71,7 +86,7 @@ def save_compressed(state: dict[str, Tensor], path: str | Path) -> int:
             coded[name] = [bits, *tensor.shape]
         else:
             tensors[name] = tensor.clone()  # shared storage (tied weights) cannot be saved as is
-    metadata = {META_KEY: json.dumps(sparse), CODEBOOK_KEY: json.dumps(coded)}
+    metadata = {META_KEY: json.dumps(sparse), CODEBOOK_KEY: json.dumps(coded), ALIAS_KEY: json.dumps(aliases)}
     with atomic_path(Path(path)) as staging:
         save_file(tensors, str(staging), metadata=metadata)
     return Path(path).stat().st_size
@@ -98,4 +113,6 @@ def load_compressed(path: str | Path) -> dict[str, Tensor]:
             dense = torch.zeros(count, dtype=values.dtype)
             dense[keep] = values
             state[name] = dense.view(shape)
+        for name, original in json.loads(metadata.get(ALIAS_KEY, "{}")).items():
+            state[name] = state[original]
     return state
