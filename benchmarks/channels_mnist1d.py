@@ -8,7 +8,8 @@ at 32, 64 and 128 channels, trained on MNIST-1D's labels (4,000 training signals
 cosine) for ``--epochs`` epochs, one per seed. Each row removes a fraction of every conv's output
 channels (``scope: layer``; the classifier is kept), chosen by group L2 magnitude or by the group
 first-order Taylor score on 8 training batches, so the network really shrinks (parameters and latency
-fall). Recovery: ``--recover-epochs`` epochs at the recipe's lr, on labels alone or distilled from the
+fall); BatchNorm statistics are then re-estimated on 16 training batches (the step's default).
+Recovery: ``--recover-epochs`` epochs at the recipe's lr, on labels alone or distilled from the
 unpruned CNN (KD at T = 4, hard weight 0.5). The control trains the pruned shape from a fresh
 initialisation for the full ``--epochs`` epochs, on labels or distilled from the unpruned CNN: is
 pruning a trained CNN better than training the small one? Speed-up: median paired ratio of the unpruned

@@ -93,6 +93,7 @@ class Prune(CompressStep):
     schedule: PruneSchedule = PruneSchedule()
     skip: list[str] = Field(default_factory=list)  # module names left dense (with all below them): [classifier]
     batches: int = Field(8, ge=1)  # taylor: training batches the gradient is summed over
+    recalibrate: int = Field(16, ge=0)  # channels: training batches BatchNorm statistics are re-estimated on
 
     def label(self) -> str:
         how = "gradual" if self.schedule.kind == "cubic" else self.method
@@ -161,11 +162,14 @@ class Prune(CompressStep):
                 "per position; prune before share_layers"
             )
         if self.structure == "channels":
-            from distill.compress.channels import prune_channels
+            from distill.compress.channels import prune_channels, recalibrate_batchnorm
 
             state.keep_before()
             losses = distillation_losses(state, self.batches) if self.method == "taylor" else ()
             prune_channels(model, state.task.sample_inputs(), self.amount, self.scope, self.method, losses)
+            if self.recalibrate:
+                batch_size = state.context.recipe.student.train.batch_size
+                recalibrate_batchnorm(model, training_batches(state, batch_size, self.recalibrate, task=state.task))
             state.custom_layers = True  # the model's spec no longer describes its widths
             return
         try:
