@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(TORCH_VERSION)
 
-.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies benchmark-compress benchmark-lottery benchmark-sparse clean
+.PHONY: install demo test lint benchmark-hinton benchmark-sst2 benchmark-sst2-scarce benchmark-ner benchmark-strategies benchmark-compress benchmark-lottery benchmark-sparse benchmark-lowrank-cluster benchmark-channels benchmark-int8 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,16 @@ benchmark-lottery: $(STAMP)
 
 benchmark-sparse: $(STAMP)
 	$(BIN)/python -m benchmarks.sparse_mnist
+
+benchmark-lowrank-cluster: $(STAMP)
+	$(BIN)/python -m benchmarks.lowrank_cluster_mnist
+
+benchmark-channels: $(STAMP)
+	$(BIN)/python -m benchmarks.channels_mnist1d
+
+benchmark-int8: $(STAMP)
+	$(BIN)/python -m benchmarks.int8_range
+	$(BIN)/python -m benchmarks.int8_backends
 
 benchmark-strategies: $(STAMP)
 	$(BIN)/python benchmarks/strategies.py

@@ -13,7 +13,8 @@ from that student:
 - cluster b bits: every Linear's weights replaced by the nearest of 2^b k-means centroids (Deep
   Compression), stored as a codebook and b-bit indices; recovery fine-tunes the centroids.
 
-Recovery: ``--recover-epochs`` epochs of SGD (lr 0.01, cosine) either on labels alone or distilled
+Recovery: ``--recover-epochs`` epochs of SGD at lr 0.01 (the recipe's Nesterov momentum and cosine
+schedule with 500 warm-up steps) either on labels alone or distilled
 from the uncompressed student at the recipe's T = 20 (KD weight 1, hard weight 0.1). Test accuracy at
 the final epoch (nothing is selected on the test split), mean ± sd over seeds. KB on disk is the
 safetensors file the compress pipeline writes (codebooks and packed indices for clustered layers).
