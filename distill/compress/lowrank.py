@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from distill.compress.base import CompressState, CompressStep, register_step
+from distill.compress.masks import is_skipped
 
 
 def chosen_rank(singular: Tensor, rank: int | None, energy: float | None) -> int:
@@ -132,7 +133,7 @@ class LowRank(CompressStep):
         state.require_unshared("low_rank")
         state.keep_before()
         for name, module in list(model.named_modules()):
-            if not name or any(name == s or name.startswith(f"{s}.") for s in self.skip):
+            if not name or is_skipped(name, self.skip):
                 continue
             if isinstance(module, nn.Linear):
                 replacement = factorise_linear(module, self.rank, self.energy)

@@ -20,11 +20,16 @@ from torch import Tensor, nn
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 
 
+def is_skipped(name: str, skip: Sequence[str]) -> bool:
+    """Whether the module ``name`` is one of ``skip`` or lies under one of them."""
+    return any(name == s or name.startswith(f"{s}.") for s in skip)
+
+
 def prunable_weights(model: nn.Module, skip: Sequence[str] = ()) -> dict[str, nn.Parameter]:
     """``{parameter name: weight}`` of the Linear and Conv layers of ``model`` not under a ``skip`` prefix."""
     found = {}
     for name, module in model.named_modules():
-        if isinstance(module, PRUNABLE) and not any(name == s or name.startswith(f"{s}.") for s in skip):
+        if isinstance(module, PRUNABLE) and not is_skipped(name, skip):
             found[f"{name}.weight" if name else "weight"] = module.weight
     return found
 

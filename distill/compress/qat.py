@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from distill.compress.base import CompressState, CompressStep, register_step
+from distill.compress.masks import is_skipped
 from distill.compress.recover import recovery_teacher, train_recovery
 
 
@@ -101,10 +102,6 @@ FAKE_QUANT = {nn.Linear: FakeQuantLinear, nn.Conv1d: FakeQuantConv1d, nn.Conv2d:
 FLOAT = {fake: plain for plain, fake in FAKE_QUANT.items()}
 
 
-def _skipped(name: str, skip: list[str]) -> bool:
-    return any(name == s or name.startswith(f"{s}.") for s in skip)
-
-
 def start_fake_quant(
     model: nn.Module, per_channel: bool, activations: bool, levels: int = 64, skip: list[str] = ()
 ) -> list[str]:
@@ -113,7 +110,7 @@ def start_fake_quant(
     changed = []
     for name, module in model.named_modules():
         fake = FAKE_QUANT.get(type(module))
-        if fake is None or _skipped(name, list(skip)):
+        if fake is None or is_skipped(name, skip):
             continue
         module.__class__ = fake  # the same object and parameters, a forward that quantises
         module.qat_per_channel, module.qat_activations, module.qat_levels = per_channel, activations, levels

@@ -85,7 +85,7 @@ def save_compressed(state: dict[str, Tensor], path: str | Path) -> int:
             tensors[name + CODES] = torch.from_numpy(_pack(codes.numpy(), bits))
             coded[name] = [bits, *tensor.shape]
         else:
-            tensors[name] = tensor.clone()  # shared storage (tied weights) cannot be saved as is
+            tensors[name] = tensor.clone()  # a view into a larger storage cannot be saved as is
     metadata = {META_KEY: json.dumps(sparse), CODEBOOK_KEY: json.dumps(coded), ALIAS_KEY: json.dumps(aliases)}
     with atomic_path(Path(path)) as staging:
         save_file(tensors, str(staging), metadata=metadata)
