@@ -8,8 +8,9 @@ depend on them) classifying ``--batch`` x ``--length`` tokens, timed as:
 
 - PyTorch fp32, eager (the reference);
 - ``torch.ao.quantization.quantize_dynamic`` on every Linear (int8; deprecated in torch 2.13);
-- torchao's int8 dynamic activations + int8 weights in eager mode (only when ``torchao`` is installed;
-  it is not a dependency of distill);
+- torchao's int8 dynamic activations + int8 weights, in eager mode and under ``torch.compile`` (only
+  when ``torchao`` is installed; it is not a dependency of distill; compiling needs a C++ compiler and
+  about a minute, spent in the untimed warm-up);
 - ONNX Runtime fp32 (the dynamo exporter's file);
 - ONNX Runtime int8 dynamic, per-channel weights, 7-bit (the quantize step's default) and 8-bit.
 
@@ -100,6 +101,7 @@ def main() -> None:
     torchao = torchao_dynamic(bert_base(args.layers))
     if torchao is not None:
         models["torchao int8 dynamic (eager)"] = torchao
+        models["torchao int8 dynamic (torch.compile)"] = torch.compile(torchao_dynamic(bert_base(args.layers)))
     with tempfile.TemporaryDirectory() as scratch:
         models.update(onnx_models(models["PyTorch fp32 (eager)"], probe, Path(scratch)))
         samples = interleaved_samples(list(models.values()), probe, min_rounds=10, budget_s=args.budget)

@@ -1,10 +1,11 @@
 """Post-training int8 quantisation (``- {quantize: {mode: int8_dynamic}}``).
 
 The backend is ONNX Runtime: the model is exported to ONNX (fp32) and its weights quantised to int8
-by ``onnxruntime.quantization``; the served artefact is the int8 ONNX file. Measured (with issue 15) for a
-BERT-base shape on 2 CPU cores: ONNX Runtime int8 dynamic 4.3x faster than eager fp32 PyTorch and 2.0x faster than
-ONNX Runtime fp32, against 2.1x for ``torch.ao.quantization.quantize_dynamic`` (deprecated in torch
-2.13) and 0.68x for torchao int8 in eager mode (it needs ``torch.compile``); see docs/compression.md.
+by ``onnxruntime.quantization``; the served artefact is the int8 ONNX file. The fastest backend on a
+BERT-base shape on 2 CPU cores (``python -m benchmarks.int8_backends``): ONNX Runtime int8 dynamic 2.9x
+faster than eager fp32 PyTorch (3.1x faster than ONNX Runtime fp32), against 2.1x for
+``torch.ao.quantization.quantize_dynamic`` (deprecated in torch 2.13), 1.5x for torchao int8 in eager
+mode and 2.4x for torchao under ``torch.compile``; see docs/compression.md.
 
 ``int8_dynamic``: weights int8, activations quantised on the fly per batch (Linear/MatMul, Gather).
 ``int8_static``: activations too, with ranges calibrated on ``calibration_batches`` training batches
