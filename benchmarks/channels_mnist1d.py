@@ -35,7 +35,8 @@ from distill.compress.prune import Prune
 from distill.run.latency import interleaved_samples, paired_speedup
 from distill.run.recipe import validate_recipe
 from distill.run.runner import make_context
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 AMOUNTS = (0.5, 0.75)
 METHODS = ("magnitude", "taylor")

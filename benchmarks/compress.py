@@ -29,7 +29,8 @@ from distill.run.export import write_model_configs
 from distill.run.recipe import resolve_recipe_path, validate_recipe
 from distill.run.results import LatencyMeter, summarise
 from distill.run.runner import header, make_context
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 RECIPE = "sst2-deploy"
 SHARED = ROOT.parent / "shared" / "data"

@@ -16,7 +16,8 @@ from pathlib import Path
 from distill.run.recipe import load_recipe
 from distill.run.results import find_row
 from distill.run.runner import run_recipe
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_ERRORS = {"teacher": 67, "student alone": 146, "student distilled (T=20)": 74}

@@ -38,7 +38,8 @@ from benchmarks.int8_range import cpu_flags
 from benchmarks.nlp_common import RESULTS
 from distill.compress.onnx_model import OnnxModel, export_onnx
 from distill.run.latency import interleaved_samples, paired_speedup, quartile_spread
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 
 def bert_base(layers: int) -> nn.Module:

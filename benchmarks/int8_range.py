@@ -28,7 +28,8 @@ from torch import nn
 from benchmarks.nlp_common import RESULTS
 from distill.compress.onnx_model import export_onnx
 from distill.compress.qat import finish_fake_quant, start_fake_quant
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 
 def random_mlp() -> tuple[nn.Module, torch.Tensor]:

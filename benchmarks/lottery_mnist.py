@@ -27,7 +27,8 @@ from distill.compress.base import CompressState
 from distill.compress.lottery import Lottery, lottery_rounds
 from distill.run.recipe import validate_recipe
 from distill.run.runner import make_context
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 RATE, ROUNDS = 0.49, 5
 

@@ -36,7 +36,8 @@ from distill.compress.cluster import Cluster
 from distill.compress.lowrank import LowRank
 from distill.run.recipe import load_recipe
 from distill.run.runner import make_context
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 RECOVERY_LR = 0.01
 STEPS: dict[str, CompressStep] = {

@@ -33,7 +33,8 @@ from distill.report.catalog import Entry, catalog
 from distill.run.recipe import DistillSpec, validate_recipe
 from distill.strategies.context import RunContext
 from distill.tasks.registry import load_task
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 Layers = tuple[str | list[str], str | list[str]]  # (student, teacher)

@@ -41,7 +41,8 @@ from benchmarks.nlp_common import (
     train_settings,
 )
 from distill.strategies.context import RunContext
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 STRATEGY = "uniform"
 LAYERS = 3

@@ -37,7 +37,8 @@ from distill.compress.rigl import RigL
 from distill.compress.snip import Snip
 from distill.run.recipe import validate_recipe
 from distill.run.runner import make_context
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 SPARSITIES = (0.9, 0.98)
 TEACHERS = {"labels": "none", "distilled": "teacher"}

@@ -50,7 +50,8 @@ from distill.core.distiller import SupervisedObjective
 from distill.strategies import run_chain
 from distill.strategies.context import RunContext
 from distill.strategies.theseus import TheseusObjective
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 STRATEGY = "uniform"
 ASSISTANT_LAYERS = 4

@@ -42,7 +42,8 @@ from benchmarks.nlp_common import (
 )
 from distill.data.labelled import load_text_data
 from distill.tasks.text_files import preset_files, seeded_subset
-from distill.train.checkpoint import atomic_write_json, library_versions
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
 
 LAYERS = 3
 SPLIT_SEED = 0

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 
 from distill.run.recipe import load_recipe  # noqa: E402
 from distill.run.runner import run_recipe  # noqa: E402
-from distill.train.checkpoint import atomic_write_json, library_versions  # noqa: E402
+from distill.train.atomic import atomic_write_json  # noqa: E402
+from distill.train.checkpoint import library_versions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 # (key, recipe, extra overrides, what the experiment shows)

@@ -20,7 +20,10 @@ from distill.report import print_table
 from distill.run.recipe import Recipe, RecipeError, load_recipe
 from distill.run.runner import load_data, make_context, run_recipe
 from distill.train import NonFiniteLossError
-from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.checkpoint import load_module_weights
+from distill.train.lock import RunLock, RunLockedError
+from distill.train.resume import latest_checkpoint
+from distill.train.signals import TrainingInterrupted
 
 app = typer.Typer(
     help="Knowledge distillation: train a small student to reproduce a big teacher.",
@@ -28,13 +31,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
-USER_ERRORS = (RecipeError, UnknownLossError, FileNotFoundError, NonFiniteLossError, ValueError, KeyError)
+USER_ERRORS = (
+    RecipeError,
+    UnknownLossError,
+    FileNotFoundError,
+    NonFiniteLossError,
+    RunLockedError,
+    ValueError,
+    KeyError,
+)
 
 RecipeArgument = Annotated[str, typer.Argument(help="recipe YAML file, or a built-in recipe name (digits-demo)")]
 OverridesArgument = Annotated[
     list[str] | None, typer.Argument(help="key.path=value overrides, e.g. student.train.epochs=3 seeds=[0]")
 ]
 DataDirOption = Annotated[str | None, typer.Option(help="folder holding the dataset files (overrides data.data_dir)")]
+ResumeOption = Annotated[bool, typer.Option(help="continue the run in --out from its newest checkpoints that verify")]
+ResumeFromOption = Annotated[
+    str | None,
+    typer.Option(help="resume the unfinished stage from this checkpoint (e.g. epoch-0002) instead of its newest"),
+]
 
 
 def friendly_errors(command):
@@ -44,6 +60,9 @@ def friendly_errors(command):
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
+        except TrainingInterrupted as stopped:  # a checkpoint was written: say so, exit as the signal asks
+            console.print(f"[bold yellow]stopped:[/] {stopped}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(128 + stopped.signal_number) from None
         except USER_ERRORS as error:
             if os.environ.get("DISTILL_DEBUG"):
                 raise
@@ -99,13 +118,14 @@ def run(
     recipe: RecipeArgument,
     overrides: OverridesArgument = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")] = None,
-    resume: Annotated[bool, typer.Option(help="continue the run in --out from its last checkpoints")] = False,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     data_dir: DataDirOption = None,
     quiet: bool = False,
 ) -> None:
     """Run a recipe: teacher, hard-label baseline and distilled student for every seed, then the report."""
-    spec, raw, out = _load_for_run(recipe, overrides, out, resume)
-    results = run_recipe(spec, raw, out, resume=resume, data_dir=data_dir, show_progress=not quiet)
+    spec, raw, out = _load_for_run(recipe, overrides, out, resume or resume_from is not None)
+    results = run_recipe(spec, raw, out, resume=resume_from or resume, data_dir=data_dir, show_progress=not quiet)
     print_table(results, console)
     console.print(f"run folder: {out}")
 
@@ -180,14 +200,16 @@ def train_teacher(
     recipe: RecipeArgument,
     overrides: OverridesArgument = None,
     out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")] = None,
-    resume: bool = False,
+    resume: ResumeOption = False,
+    resume_from: ResumeFromOption = None,
     data_dir: DataDirOption = None,
     quiet: bool = False,
 ) -> None:
     """Train only the recipe's teacher (reuse it later with teacher.checkpoint=<out>/teacher/checkpoints/...)."""
-    spec, raw, out = _load_for_run(recipe, overrides, out, resume)
-    context = make_context(spec, raw, out, resume, data_dir, show_progress=not quiet)
-    teacher = context.teacher()
+    spec, raw, out = _load_for_run(recipe, overrides, out, resume or resume_from is not None)
+    with RunLock(out):
+        context = make_context(spec, raw, out, resume_from or resume, data_dir, show_progress=not quiet)
+        teacher = context.teacher()
     label = context.task.describe()["metric_label"]
     weights = ", ".join(str(path) for path in teacher.weights)
     console.print(

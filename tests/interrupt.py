@@ -18,10 +18,11 @@ def killed_after_epoch(
     writing the checkpoint of ``epoch``; the block must end with that interruption."""
     original = Trainer._checkpoint
 
-    def checkpoint_then_die(self, model, optimizer, scheduler, done_epoch, step, record):
-        original(self, model, optimizer, scheduler, done_epoch, step, record)
-        if done_epoch == epoch and where(str(self.run_dir)):
+    def checkpoint_then_die(self, model, optimizer, scheduler, done_epoch, step, record, inside=None):
+        folder = original(self, model, optimizer, scheduler, done_epoch, step, record, inside)
+        if inside is None and done_epoch == epoch and where(str(self.run_dir)):
             raise KeyboardInterrupt(f"killed after epoch {epoch}")
+        return folder
 
     monkeypatch.setattr(Trainer, "_checkpoint", checkpoint_then_die)
     try:

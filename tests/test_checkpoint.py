@@ -8,14 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from distill.train.checkpoint import (
-    atomic_write_json,
-    latest_checkpoint,
-    load_module_weights,
-    read_checkpoint,
-    restore_checkpoint_rng,
-    write_checkpoint,
-)
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import load_module_weights, write_checkpoint
+from distill.train.resume import find_resumable, latest_checkpoint, read_checkpoint, restore_checkpoint_rng
 
 
 def _model() -> nn.Module:
@@ -48,14 +43,15 @@ def test_checkpoint_roundtrip_weights_optimizer_and_rng(tmp_path):
     ]
     fresh = _model()
     fresh_optimizer = torch.optim.Adam(fresh.parameters(), lr=0.01)
-    state, optimizer_state = read_checkpoint(folder, {"model": fresh})
+    found = find_resumable(tmp_path)
+    state, optimizer_state = found.state, read_checkpoint(found, {"model": fresh})
     fresh_optimizer.load_state_dict(optimizer_state)
     for saved, loaded in zip(model.state_dict().values(), fresh.state_dict().values(), strict=True):
         assert torch.equal(saved, loaded)
     for key, value in optimizer.state_dict()["state"][0].items():
         assert torch.equal(value, fresh_optimizer.state_dict()["state"][0][key])
     assert state["step"] == 1 and state["recipe"] == {"a": 1} and "torch" in state["versions"]
-    restore_checkpoint_rng(folder)
+    restore_checkpoint_rng(found)
     assert torch.equal(torch.rand(3), expected_draw)
 
 
@@ -108,7 +104,7 @@ def test_a_finished_stage_keeps_its_final_weights_only(tmp_path):
         Trainer(
             SupervisedObjective(nn.Linear(4, 2)), data, None, TrainSettings(epochs=5, batch_size=8), tmp_path / "slim"
         ).fit(resume=True)
-    trainer(tmp_path / "whole", keep_when_done="all").fit()
+    trainer(tmp_path / "whole", keep_when_done="all", keep_optimizer_state="newest").fit()
     kept = sorted((tmp_path / "whole" / "checkpoints").glob("epoch-*"))
     assert len(kept) == 2 and (kept[-1] / "optimizer.safetensors").is_file()
     assert not (kept[0] / "optimizer.safetensors").exists()  # optimizer state in the newest checkpoint only
@@ -123,7 +119,7 @@ def test_older_checkpoints_keep_weights_and_the_newest_the_optimizer(tmp_path):
 
     from distill.core.objective import SupervisedObjective
     from distill.train import Trainer, TrainSettings
-    from distill.train.checkpoint import read_checkpoint
+    from distill.train.resume import CheckpointError, verify_checkpoint
 
     data = TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,)))
 
@@ -133,12 +129,12 @@ def test_older_checkpoints_keep_weights_and_the_newest_the_optimizer(tmp_path):
         Trainer(SupervisedObjective(nn.Linear(4, 2)), data, None, settings, tmp_path / name, show_progress=False).fit()
         return sorted((tmp_path / name / "checkpoints").glob("epoch-*"))
 
-    slim = folders("slim")
+    slim = folders("slim", keep_optimizer_state="newest")
     assert [(f / "optimizer.safetensors").is_file() for f in slim] == [False, False, True]
     assert all((f / "model.safetensors").is_file() for f in slim)
-    with pytest.raises(ValueError, match=r"epoch-0000: this checkpoint kept its weights only .* cannot resume"):
-        read_checkpoint(slim[0], {"model": nn.Linear(4, 2)})
-    whole = folders("whole", keep_optimizer_state="all")
+    with pytest.raises(CheckpointError, match=r"epoch-0000 kept its weights only .* cannot resume"):
+        verify_checkpoint(slim[0])
+    whole = folders("whole")  # the default: every kept checkpoint can be resumed from
     assert all((f / "optimizer.safetensors").is_file() for f in whole)
     sizes = [sum(p.stat().st_size for p in (tmp_path / n).rglob("*.safetensors")) for n in ("slim", "whole")]
     assert sizes[0] < sizes[1]

@@ -24,7 +24,8 @@ from distill.strategies.self_distill import (
     self_distillation_losses,
 )
 from distill.train import Trainer
-from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.checkpoint import load_module_weights
+from distill.train.resume import latest_checkpoint
 from distill.train.settings import TrainSettings
 from tests.interrupt import killed_after_epoch
 

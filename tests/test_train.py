@@ -13,7 +13,8 @@ from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.data import random_shift
 from distill.models import MLP
 from distill.train import NonFiniteLossError, Trainer
-from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.checkpoint import load_module_weights
+from distill.train.resume import latest_checkpoint
 from distill.train.settings import TrainSettings
 from tests.interrupt import killed_after_epoch
 

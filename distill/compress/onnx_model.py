@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.core.batch import Inputs, as_batch, call_model, logits_of, model_inputs
-from distill.train.checkpoint import atomic_path
+from distill.train.atomic import atomic_path
 
 
 class ParityError(RuntimeError):

@@ -34,7 +34,7 @@ from distill.compress.base import CompressState, CompressStep, register_step
 from distill.compress.onnx_model import OnnxModel, export_onnx, held_out_inputs, parity
 from distill.compress.recover import training_batches
 from distill.core.batch import model_inputs
-from distill.train.checkpoint import atomic_path
+from distill.train.atomic import atomic_path
 
 
 class _Calibration:

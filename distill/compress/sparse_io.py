@@ -21,7 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from distill.train.checkpoint import atomic_path
+from distill.train.atomic import atomic_path
 
 MASK, VALUES = "::mask", "::values"
 CODEBOOK, CODES = "::codebook", "::codes"

@@ -20,7 +20,8 @@ from torch import nn
 
 from distill.run.results import find_row
 from distill.strategies.rows import Row
-from distill.train.checkpoint import atomic_write_text, load_module_weights
+from distill.train.atomic import atomic_write_text
+from distill.train.checkpoint import load_module_weights
 
 
 def write_model_configs(rows: Sequence[Row]) -> None:

@@ -17,7 +17,8 @@ import yaml
 from torch import nn
 
 from distill.models.registry import ModelContext, ModelSpec, build_model
-from distill.train.checkpoint import atomic_write_json, load_module_weights, save_module_atomic
+from distill.train.atomic import atomic_write_json, save_module_atomic
+from distill.train.checkpoint import load_module_weights
 
 FORMAT = "distill-model"
 VERSION = 1

@@ -26,7 +26,8 @@ from distill.run.results import summarise
 from distill.strategies.context import RunContext, check_multi_label
 from distill.tasks.base import Task
 from distill.tasks.registry import load_task
-from distill.train.checkpoint import atomic_write_json, atomic_write_text
+from distill.train.atomic import atomic_write_json, atomic_write_text
+from distill.train.lock import RunLock
 
 
 def load_data(recipe: Recipe, data_dir: str | None = None) -> Task:
@@ -35,7 +36,12 @@ def load_data(recipe: Recipe, data_dir: str | None = None) -> Task:
 
 
 def make_context(
-    recipe: Recipe, raw: dict, out: Path, resume: bool = False, data_dir: str | None = None, show_progress: bool = True
+    recipe: Recipe,
+    raw: dict,
+    out: Path,
+    resume: bool | str = False,
+    data_dir: str | None = None,
+    show_progress: bool = True,
 ) -> RunContext:
     return RunContext(recipe, raw, Path(out), load_data(recipe, data_dir), resume, show_progress)
 
@@ -44,15 +50,26 @@ def run_recipe(
     recipe: Recipe,
     raw: dict,
     out: str | Path,
-    resume: bool = False,
+    resume: bool | str = False,
     data_dir: str | None = None,
     show_progress: bool = True,
 ) -> dict:
-    """Run every stage of ``recipe`` into ``out``; write results.json, report.md and curves.png."""
-    from distill.report import write_report
+    """Run every stage of ``recipe`` into ``out``; write results.json, report.md and curves.png.
 
+    ``resume``: True continues every stage from its newest checkpoint that verifies; a checkpoint name
+    (``epoch-0002``) continues the unfinished stage from that one. One process at a time writes ``out``.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        return _run_locked(recipe, raw, out, resume, data_dir, show_progress)
+
+
+def _run_locked(
+    recipe: Recipe, raw: dict, out: Path, resume: bool | str, data_dir: str | None, show_progress: bool
+) -> dict:
+    from distill.report import write_report
+
     atomic_write_text(out / "recipe.yaml", yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     context = make_context(recipe, raw, out, resume, data_dir, show_progress)
     strategy = recipe.strategy

@@ -23,7 +23,8 @@ from distill.core.schedules import as_schedule
 from distill.models.registry import ModelSpec, build_model
 from distill.strategies.rows import Row
 from distill.tasks.base import Task
-from distill.train.checkpoint import latest_checkpoint, load_module_weights
+from distill.train.checkpoint import load_module_weights
+from distill.train.resume import latest_checkpoint
 from distill.train.trainer import Trainer
 
 
@@ -56,7 +57,7 @@ class RunContext:
     raw: dict
     out: Path
     task: Task
-    resume: bool = False
+    resume: bool | str = False  # a checkpoint name (epoch-0002): resume the unfinished stage from it
     show_progress: bool = True
     teacher_task: Task | None = None  # what the teacher trains on, when not the task (transfer sets)
     _teacher: TeacherModel | None = None

@@ -1,77 +1,40 @@
-"""Checkpoints as safetensors + JSON, written atomically; nothing is ever unpickled.
+"""Checkpoints as safetensors + JSON, written atomically and verifiable; nothing is ever unpickled.
 
-A checkpoint is a folder ``<run>/checkpoints/epoch-0003/`` holding one ``<part>.safetensors`` per
-trained module (``model`` is the network itself and loads into the bare model), the optimizer's
-tensors, the RNG states, and ``state.json`` (epoch, step, scheduler, optimizer settings, recipe,
-seed, library versions). The folder is written under a temporary name and renamed into place,
-then ``checkpoints/latest.json`` is replaced atomically, so a crash never leaves a half checkpoint
-behind the pointer.
+A checkpoint is a folder ``<run>/checkpoints/epoch-0003/`` (the end of epoch 3, counted from 0) or
+``epoch-0003-step-00001200/`` (a step checkpoint inside epoch 3, ``train.checkpoint_every_steps``)
+holding one ``<part>.safetensors`` per trained module (``model`` is the network itself and loads into the
+bare model), the optimizer's tensors, the RNG states, and ``state.json`` (epoch, step, scheduler,
+optimizer settings, recipe, seed, library versions and the sha256 of every other file, checked on
+load: distill.train.resume). Each file is fsynced in a staging folder, the folder renamed into place
+and fsynced, then ``checkpoints/latest.json`` replaced atomically, so a crash never leaves a half
+checkpoint behind the pointer, and a damaged one is detected rather than loaded.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import os
 import platform
-import random
+import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model, save_file, save_model
 from torch import nn
+
+from distill.train.atomic import atomic_write_json, fsync_folder, read_json
+from distill.train.faults import fault_point
+from distill.train.rng import capture_rng_states
 
 LATEST = "latest.json"
 STATE = "state.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` for a writer that takes a file name; renamed onto ``path`` (after an
-    fsync) when the block succeeds, removed when it fails."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        yield Path(temporary)
-        with open(temporary, "rb") as stream:
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, payload: Any) -> None:
-    atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True) + "\n")
-
-
-def save_module_atomic(module: nn.Module, path: Path) -> None:
-    """save_model (which handles tied weights) to a temporary file, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    save_model(module, str(temporary))
-    os.replace(temporary, path)
+NAME_PATTERN = re.compile(r"epoch-(\d{4,})(?:-step-(\d+))?")
+STAGING_PREFIX = "."  # staging folders and temporary files start with a dot: never taken for checkpoints
 
 
 def load_module_weights(module: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
@@ -129,54 +92,56 @@ def join_optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-# ---------------------------------------------------------------- RNG states
-
-
-def capture_rng_states() -> tuple[dict[str, torch.Tensor], dict]:
-    """torch (CPU and CUDA), numpy and Python RNG states, as tensors + JSON."""
-    tensors = {"torch_cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch_cuda_{index}"] = cuda_state
-    kind, keys, position, has_gauss, cached_gauss = np.random.get_state()
-    tensors["numpy_keys"] = torch.from_numpy(keys.astype(np.int64))
-    version, python_state, gauss_next = random.getstate()
-    meta = {
-        "numpy": {
-            "kind": kind,
-            "pos": int(position),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": cached_gauss,
-        },
-        "python": {"version": version, "state": list(python_state), "gauss_next": gauss_next},
-    }
-    return tensors, meta
-
-
-def restore_rng_states(tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    torch.set_rng_state(tensors["torch_cpu"])
-    cuda_states = [tensors[key] for key in sorted(tensors) if key.startswith("torch_cuda_")]
-    if cuda_states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda_states)
-    numpy_meta = meta["numpy"]
-    np.random.set_state(
-        (
-            numpy_meta["kind"],
-            tensors["numpy_keys"].numpy().astype(np.uint32),
-            numpy_meta["pos"],
-            numpy_meta["has_gauss"],
-            numpy_meta["cached_gaussian"],
-        )
-    )
-    python_meta = meta["python"]
-    random.setstate((python_meta["version"], tuple(python_meta["state"]), python_meta["gauss_next"]))
-
-
 # ---------------------------------------------------------------- whole checkpoints
 
 
-def checkpoint_name(epoch: int) -> str:
-    return f"epoch-{epoch:04d}"
+def checkpoint_name(epoch: int, step: int | None = None) -> str:
+    """``epoch-0003`` at the end of an epoch; ``epoch-0003-step-00001200`` for a step checkpoint inside it."""
+    return f"epoch-{epoch:04d}" if step is None else f"epoch-{epoch:04d}-step-{step:08d}"
+
+
+def checkpoint_order(name: str) -> tuple[int, int, int] | None:
+    """A sort key putting checkpoints in training order (a step checkpoint of epoch 3 before the end of epoch
+    3), or None when ``name`` is not a checkpoint's."""
+    match = NAME_PATTERN.fullmatch(name)
+    if match is None:
+        return None
+    epoch, step = match.groups()
+    return (int(epoch), 0, int(step)) if step is not None else (int(epoch), 1, 0)
+
+
+def checkpoint_folders(checkpoints_dir: Path) -> list[Path]:
+    """The checkpoint folders present, oldest first (staging folders and stray files excluded)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    named = [(checkpoint_order(path.name), path) for path in checkpoints_dir.iterdir() if path.is_dir()]
+    return [path for order, path in sorted((o, p) for o, p in named if o is not None)]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_synced(path: Path, write: Callable[[str], None]) -> str:
+    """Write one checkpoint file, fsync it, and return its sha256."""
+    write(str(path))
+    with open(path, "rb") as stream:
+        os.fsync(stream.fileno())
+    fault_point(f"checkpoint:{path.name}")
+    return sha256_of(path)
+
+
+def remove_leftovers(checkpoints_dir: Path) -> None:
+    """Staging folders and temporary files a killed writer left behind (never a finished checkpoint)."""
+    if not checkpoints_dir.is_dir():
+        return
+    for path in checkpoints_dir.iterdir():
+        if path.name.startswith(STAGING_PREFIX):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 def write_checkpoint(
@@ -187,49 +152,69 @@ def write_checkpoint(
     state: dict,
     keep_last: int = 2,
     weights_only: bool = False,
-    optimizer_in_newest_only: bool = True,
+    optimizer_in_newest_only: bool = False,
+    step_in_epoch: int | None = None,
 ) -> Path:
-    """Write one epoch's checkpoint folder atomically, point latest.json at it, prune old ones.
+    """Write one checkpoint folder atomically, point latest.json at it, prune old ones.
 
+    ``step_in_epoch``: a step checkpoint inside ``epoch`` (named by the global step in ``state``).
     ``weights_only`` (a finished stage): the weights and state.json alone, and every older checkpoint removed.
     ``optimizer_in_newest_only``: the older checkpoints kept lose their optimizer state (for Adam, twice the
-    model's size), once the new one is in place; resuming reads the newest, the older ones keep weights.
+    model's size), once the new one is in place; they can then no longer be resumed from.
     """
     checkpoints_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoints_dir / checkpoint_name(epoch)
-    staging = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f".{final.name}."))
+    remove_leftovers(checkpoints_dir)
+    final = checkpoints_dir / checkpoint_name(epoch, state["step"] if step_in_epoch is not None else None)
+    staging = Path(tempfile.mkdtemp(dir=checkpoints_dir, prefix=f"{STAGING_PREFIX}{final.name}."))
     try:
-        for name, module in parts.items():
-            save_module_atomic(module, staging / f"{name}.safetensors")
+        files = {
+            f"{name}.safetensors": _write_synced(
+                staging / f"{name}.safetensors", lambda path, module=module: save_model(module, path)
+            )
+            for name, module in parts.items()
+        }
         optimizer_meta = rng_meta = None
         if not weights_only:
             optimizer_tensors, optimizer_meta = split_optimizer_state(optimizer_state)
-            save_file(optimizer_tensors, str(staging / "optimizer.safetensors"))
+            files["optimizer.safetensors"] = _write_synced(
+                staging / "optimizer.safetensors", lambda path: save_file(optimizer_tensors, path)
+            )
             rng_tensors, rng_meta = capture_rng_states()
-            save_file(rng_tensors, str(staging / "rng.safetensors"))
+            files["rng.safetensors"] = _write_synced(
+                staging / "rng.safetensors", lambda path: save_file(rng_tensors, path)
+            )
         full_state = {
+            "done": False,
             **state,
             "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
             "optimizer": optimizer_meta,
             "rng": rng_meta,
             "parts": sorted(parts),
+            "files": files,
             "versions": library_versions(),
         }
         atomic_write_json(staging / STATE, full_state)
+        fsync_folder(staging)
+        fault_point("checkpoint:staged")
         if final.exists():  # an epoch re-run after resuming from an older checkpoint
             shutil.rmtree(final)
         os.replace(staging, final)
+        fsync_folder(checkpoints_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    fault_point("checkpoint:renamed")
     atomic_write_json(
         checkpoints_dir / LATEST, {"checkpoint": final.name, "epoch": epoch, "done": state.get("done", False)}
     )
+    fault_point("checkpoint:latest")
     _prune(checkpoints_dir, 1 if weights_only else keep_last, keep=final.name)
     if optimizer_in_newest_only:
-        for older in sorted(checkpoints_dir.glob("epoch-*")):
-            if older.is_dir() and older.name != final.name:
+        for older in checkpoint_folders(checkpoints_dir):
+            if older.name != final.name:
                 _drop_optimizer_state(older)
+    fault_point("checkpoint:done")
     return final
 
 
@@ -239,46 +224,14 @@ def _drop_optimizer_state(folder: Path) -> None:
     path = folder / "optimizer.safetensors"
     if not path.exists():
         return
-    state = json.loads((folder / STATE).read_text())
-    atomic_write_json(folder / STATE, {**state, "optimizer": None, "optimizer_dropped": True})
+    state = read_json(folder / STATE)
+    files = {name: digest for name, digest in state.get("files", {}).items() if name != path.name}
+    atomic_write_json(folder / STATE, {**state, "optimizer": None, "optimizer_dropped": True, "files": files})
     path.unlink()
 
 
 def _prune(checkpoints_dir: Path, keep_last: int, keep: str) -> None:
-    folders = sorted(path for path in checkpoints_dir.glob("epoch-*") if path.is_dir())
+    folders = checkpoint_folders(checkpoints_dir)
     for old in folders[:-keep_last] if keep_last > 0 else []:
         if old.name != keep:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def latest_checkpoint(checkpoints_dir: Path) -> Path | None:
-    """The folder latest.json points at, or None when the run has no checkpoint yet."""
-    pointer = checkpoints_dir / LATEST
-    if not pointer.is_file():
-        return None
-    folder = checkpoints_dir / json.loads(pointer.read_text())["checkpoint"]
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{pointer} points at {folder.name}, which is missing; the run folder was edited")
-    return folder
-
-
-def read_checkpoint(folder: Path, parts: dict[str, nn.Module]) -> tuple[dict, dict | None]:
-    """Load each part's weights; return (state.json contents, optimizer state_dict, or None for a finished
-    stage that kept its weights only). RNG is restored separately."""
-    state = json.loads((folder / STATE).read_text())
-    for name, module in parts.items():
-        load_module_weights(module, folder / f"{name}.safetensors")
-    if state.get("optimizer") is None and state.get("done"):
-        return state, None
-    if state.get("optimizer") is None:
-        raise ValueError(
-            f"{folder}: this checkpoint kept its weights only (the optimizer state lives in the newest checkpoint "
-            "only; train.keep_optimizer_state: all keeps it in every one), so training cannot resume from it"
-        )
-    optimizer_state = join_optimizer_state(load_file(str(folder / "optimizer.safetensors")), state["optimizer"])
-    return state, optimizer_state
-
-
-def restore_checkpoint_rng(folder: Path) -> None:
-    state = json.loads((folder / STATE).read_text())
-    restore_rng_states(load_file(str(folder / "rng.safetensors")), state["rng"])

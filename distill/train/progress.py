@@ -122,3 +122,8 @@ def _duration(seconds: float) -> str:
     minutes, seconds = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def notice(message: str) -> None:
+    """One line for the user on stderr (a skipped checkpoint, a stop on a signal), never mixed into stdout."""
+    console.print(f"[yellow]{message}[/yellow]", highlight=False, soft_wrap=True)

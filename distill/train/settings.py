@@ -72,11 +72,15 @@ class TrainSettings(StrictModel):
     jitter: int = Field(0, ge=0)  # random shift of input images by up to this many pixels
     log_every: int = Field(50, ge=1)  # optimizer steps between step records in metrics.jsonl
     keep_checkpoints: int = Field(2, ge=1)
+    # a step checkpoint every this many optimizer steps inside an epoch: a killed run resumes mid-epoch
+    # exactly (same final weights); None: only at the end of each epoch (and on SIGTERM/SIGINT)
+    checkpoint_every_steps: int | None = Field(None, ge=1)
     # a finished stage keeps only its final weights (no optimizer or RNG state, no older epochs): a run
     # folder that fits on a laptop; "all" keeps every kept checkpoint whole
     keep_when_done: Literal["weights", "all"] = "weights"
-    # older kept checkpoints drop their optimizer state (Adam: twice the weights); resuming reads the newest
-    keep_optimizer_state: Literal["newest", "all"] = "newest"
+    # "all": every kept checkpoint can be resumed from, so a damaged newest one falls back to the one before;
+    # "newest": older ones drop their optimizer state (Adam: twice the weights) and keep weights only
+    keep_optimizer_state: Literal["newest", "all"] = "all"
     cpu: bool = False  # force CPU even when an accelerator is present
     # experiment tracking through Accelerate's trackers: step and epoch records also go to
     # <stage>/tensorboard (view with `tensorboard --logdir RUN_DIR`)

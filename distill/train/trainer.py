@@ -9,11 +9,10 @@ uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import math
-import time
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,34 @@ from accelerate.state import AcceleratorState, GradientState
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from distill.core.batch import Batch, as_batch
+from distill.core.batch import Batch
 from distill.core.evaluation import Metric, evaluate
-from distill.train.checkpoint import latest_checkpoint, read_checkpoint, restore_checkpoint_rng, write_checkpoint
-from distill.train.constraints import apply_max_norm
-from distill.train.progress import TrainingProgress
+from distill.train.checkpoint import write_checkpoint
+from distill.train.guard import NonFiniteLossError, check_before_checkpoint
+from distill.train.loop import EpochLoop
+from distill.train.metrics_log import METRICS_FILE, append_record, truncate_after
+from distill.train.progress import TrainingProgress, notice
+from distill.train.resume import CheckpointError, Resumable, find_resumable, read_checkpoint, restore_checkpoint_rng
+from distill.train.rng import preserved_rng
 from distill.train.settings import TrainSettings
+from distill.train.signals import StopRequest, TrainingInterrupted, stop_on_signals
 
-METRICS_FILE = "metrics.jsonl"
+__all__ = ["METRICS_FILE", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "build_optimizer", "evaluate"]
 
 
-class NonFiniteLossError(RuntimeError):
-    """A loss became NaN or inf; training stopped and the last good checkpoint is untouched."""
+TRAINER_KEYS = ("scheduler", "final")  # state.json keys the Trainer adds to every checkpoint
+
+
+@dataclass
+class Position:
+    """Where training (re)starts: the epoch, the optimizer step, and inside the epoch the loader batches
+    already trained on with their summed loss (a step checkpoint's; zero at an epoch's start)."""
+
+    epoch: int = 0
+    step: int = 0
+    batches_done: int = 0
+    loss_sum: float = 0.0
+    found: Resumable | None = None
 
 
 def fresh_accelerator(settings: TrainSettings, run_dir: Path | None = None) -> Accelerator:
@@ -138,45 +153,53 @@ class Trainer:
             eval_loader = accelerator.prepare(eval_loader)
         return accelerator.prepare(train_loader), eval_loader, generator
 
+    def _find_checkpoint(self, resume: bool | str) -> Resumable | None:
+        """The checkpoint to resume from: the newest that verifies, or the one ``resume`` names (e.g.
+        ``epoch-0002``) in a stage that is not finished yet; a finished stage keeps its final checkpoint."""
+        choose = resume if isinstance(resume, str) else None
+        if choose and (self.checkpoints_dir / Path(choose).name).is_dir():
+            found = find_resumable(self.checkpoints_dir, choose, TRAINER_KEYS)
+        else:
+            found = find_resumable(self.checkpoints_dir, required=TRAINER_KEYS)
+            if choose and found is not None and not found.state["done"]:
+                find_resumable(self.checkpoints_dir, choose, TRAINER_KEYS)  # raises: names the checkpoints there are
+        for note in found.skipped if found else []:
+            notice(f"{self.description}: {note}")
+        if found is not None and found.skipped:
+            notice(f"{self.description}: resuming from {found.folder}")
+        return found
+
     def _resume_state(
         self,
+        resume: bool | str,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
-    ) -> tuple[int, int, Path | None]:
-        """Load the latest checkpoint into model/optimizer/scheduler; return (next epoch, step, folder)."""
-        folder = latest_checkpoint(self.checkpoints_dir)
-        if folder is None:
-            return 0, 0, None
-        state, optimizer_state = read_checkpoint(folder, self.objective.parts(model))
+    ) -> Position:
+        """Load the checkpoint into model/optimizer/scheduler; return where training continues."""
+        found = self._find_checkpoint(resume)
+        if found is None:
+            return Position()
+        state = found.state
+        optimizer_state = read_checkpoint(found, self.objective.parts(model))
         if optimizer_state is None:  # a finished stage kept its weights only: nothing left to train
             if state["epoch"] + 1 < self.settings.epochs:
                 raise ValueError(
-                    f"{folder}: this stage finished after {state['epoch'] + 1} epochs and kept its weights only "
-                    f"(train.keep_when_done: weights), so it cannot resume to {self.settings.epochs} epochs; "
+                    f"{found.folder}: this stage finished after {state['epoch'] + 1} epochs and kept its weights "
+                    f"only (train.keep_when_done: weights), so it cannot resume to {self.settings.epochs} epochs; "
                     "start it afresh, or keep whole checkpoints with train.keep_when_done: all"
                 )
-            return self.settings.epochs, state["step"], folder
+            return Position(self.settings.epochs, state["step"], found=found)
         optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
-        self._truncate_metrics(state["epoch"])
-        return state["epoch"] + 1, state["step"], folder
-
-    def _truncate_metrics(self, last_epoch: int) -> None:
-        """Drop log records of epochs after the checkpoint: they are about to be re-run."""
-        path = self.run_dir / METRICS_FILE
-        if not path.exists():
-            return
-        kept = [
-            line
-            for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("epoch", 0) <= last_epoch
-        ]
-        path.write_text("".join(line + "\n" for line in kept))
+        truncate_after(self.run_dir / METRICS_FILE, state["step"])
+        inside = state.get("step_in_epoch")
+        if inside is None:
+            return Position(state["epoch"] + 1, state["step"], found=found)
+        return Position(state["epoch"], state["step"], inside, state["epoch_loss_sum"], found)
 
     def _log(self, record: dict, accelerator: Accelerator | None = None) -> None:
-        with open(self.run_dir / METRICS_FILE, "a") as stream:
-            stream.write(json.dumps(record) + "\n")
+        append_record(self.run_dir / METRICS_FILE, record)
         if accelerator is not None and self.settings.log_with:
             # the same record for the tracker: numbers only, named by event (train/total, epoch/eval_accuracy)
             numbers = {
@@ -188,8 +211,13 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, resume: bool = False) -> dict[str, Any]:
-        """Train to the last epoch; return the final epoch's record (train loss and eval metrics)."""
+    def fit(self, resume: bool | str = False) -> dict[str, Any]:
+        """Train to the last epoch; return the final epoch's record (train loss and eval metrics).
+
+        ``resume``: continue from the newest checkpoint that verifies, or (a name such as ``epoch-0002``)
+        from that checkpoint of the stage that is not finished yet. SIGTERM/SIGINT write a checkpoint after
+        the current optimizer step and raise TrainingInterrupted.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._run_stages(resume)
         settings = self.settings
@@ -208,85 +236,44 @@ class Trainer:
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda step: settings.lr_schedule.factor(step, total_steps)
         )
-        start_epoch, step, folder = self._resume_state(model, optimizer, scheduler) if resume else (0, 0, None)
-        if folder is not None and start_epoch >= settings.epochs:
-            return json.loads((folder / "state.json").read_text())["final"]
-        if folder is not None:
-            restore_checkpoint_rng(folder)
+        position = self._resume_state(resume, model, optimizer, scheduler) if resume else Position()
+        if position.found is not None and position.epoch >= settings.epochs:
+            return position.found.state["final"]
+        if position.found is not None:
+            restore_checkpoint_rng(position.found)
         model, optimizer = accelerator.prepare(model, optimizer)
         if settings.log_with:
             accelerator.init_trackers(settings.log_with)  # <run_dir>/tensorboard
         self.objective.to(accelerator.device)
-        unwrapped = accelerator.unwrap_model(model)
-        constrained = self.objective.parts(unwrapped)["model"]
-        after_step = getattr(self.objective, "after_step", None)
-        before_step = getattr(self.objective, "before_optimizer_step", None)
-        record: dict[str, Any] = {}
-        with TrainingProgress(
-            self.description,
-            settings.epochs,
-            len(train_loader),
-            enabled=self.show_progress and accelerator.is_main_process,
-            line_every=settings.log_every,
-            f1_label=getattr(self.metric, "label", "F1"),
-        ) as progress:
-            for epoch in range(start_epoch, settings.epochs):
+        loop = EpochLoop(self, accelerator, model, optimizer, scheduler, total_steps)
+        with (
+            TrainingProgress(
+                self.description,
+                settings.epochs,
+                len(train_loader),
+                enabled=self.show_progress and accelerator.is_main_process,
+                line_every=settings.log_every,
+                f1_label=getattr(self.metric, "label", "F1"),
+            ) as progress,
+            stop_on_signals() as stop,
+        ):
+            record: dict[str, Any] = {}
+            step = position.step
+            for epoch in range(position.epoch, settings.epochs):
                 generator.manual_seed(self.seed * 100_003 + epoch)
-                started = time.perf_counter()
-                progress.start_epoch(epoch)
-                model.train()
-                loss_sum, batches = 0.0, 0
-                for raw in train_loader:
-                    batch = self._prepare(as_batch(raw))
-                    with accelerator.accumulate(model):
-                        with accelerator.autocast():
-                            terms = self.objective.losses(model, batch, step, total_steps)
-                        values = {name: float(value.detach()) for name, value in terms.items()}
-                        if not math.isfinite(values["total"]):
-                            raise self._non_finite(values, epoch, step)
-                        accelerator.backward(terms["total"])
-                        if accelerator.sync_gradients and settings.grad_clip:
-                            accelerator.clip_grad_norm_(model.parameters(), settings.grad_clip)
-                        # the objective's own hook sees the gradients (RigL regrows by them) and may skip the step
-                        skip = accelerator.sync_gradients and before_step is not None
-                        if not (skip and before_step(step + 1, total_steps, optimizer)):
-                            optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                        step += 1
-                        if settings.max_norm:
-                            apply_max_norm(constrained, settings.max_norm)
-                        if after_step is not None:  # the objective's own hook: pruning masks, sparse training
-                            after_step(step, total_steps)
-                        if step % settings.log_every == 0 and accelerator.is_main_process:
-                            self._log(
-                                {
-                                    "event": "step",
-                                    "epoch": epoch,
-                                    "step": step,
-                                    "lr": scheduler.get_last_lr()[0],
-                                    **values,
-                                },
-                                accelerator,
-                            )
-                    loss_sum, batches = loss_sum + values["total"], batches + 1
-                    progress.advance(values, examples=batch.labels.shape[0], step=step)
-                record = {
-                    "event": "epoch",
-                    "epoch": epoch,
-                    "step": step,
-                    "train_loss": loss_sum / max(1, batches),
-                    "seconds": time.perf_counter() - started,
-                }
+                skip = position.batches_done if epoch == position.epoch else 0
+                record, step = loop.epoch(
+                    epoch, step, train_loader, skip, position.loss_sum if skip else 0.0, progress, stop
+                )
                 if eval_loader is not None:
                     model.eval()
-                    metrics = evaluate(
-                        lambda inputs: self.objective.predict(unwrapped, inputs),
-                        eval_loader,
-                        accelerator.gather_for_metrics,
-                        self.metric,
-                    )
+                    with preserved_rng():  # evaluation never changes what training draws next
+                        metrics = evaluate(
+                            lambda inputs: self.objective.predict(loop.unwrapped, inputs),
+                            eval_loader,
+                            accelerator.gather_for_metrics,
+                            self.metric,
+                        )
                     record.update(
                         {
                             "eval_split": self.eval_data[0],
@@ -295,9 +282,12 @@ class Trainer:
                     )
                 progress.end_epoch(record)
                 if accelerator.is_main_process:
+                    check_before_checkpoint(loop.parts, record, epoch, step, self._last_good())
                     self._log(record, accelerator)
-                    self._checkpoint(unwrapped, optimizer, scheduler, epoch, step, record)
+                    folder = self._checkpoint(loop.unwrapped, optimizer, scheduler, epoch, step, record)
                 accelerator.wait_for_everyone()
+                if stop.requested:
+                    raise self._interrupted(stop, epoch, step, folder if accelerator.is_main_process else None)
         if settings.log_with:
             accelerator.end_training()  # flushes and closes the event file
         return record
@@ -337,8 +327,11 @@ class Trainer:
         epoch: int,
         step: int,
         record: dict,
-    ) -> None:
-        done = epoch == self.settings.epochs - 1
+        inside: tuple[int, float] | None = None,
+    ) -> Path:
+        """The end-of-epoch checkpoint, or with ``inside`` = (loader batches done, their summed loss) a step
+        checkpoint within ``epoch``."""
+        done = inside is None and epoch == self.settings.epochs - 1
         state = {
             "step": step,
             "scheduler": scheduler.state_dict(),
@@ -347,7 +340,9 @@ class Trainer:
             "done": done,
             "final": record,
         }
-        write_checkpoint(
+        if inside is not None:
+            state["epoch_loss_sum"] = inside[1]
+        return write_checkpoint(
             self.checkpoints_dir,
             epoch,
             self.objective.parts(model),
@@ -356,13 +351,20 @@ class Trainer:
             keep_last=self.settings.keep_checkpoints,
             weights_only=done and self.settings.keep_when_done == "weights",
             optimizer_in_newest_only=self.settings.keep_optimizer_state == "newest",
+            step_in_epoch=None if inside is None else inside[0],
         )
 
-    def _non_finite(self, values: dict[str, float], epoch: int, step: int) -> NonFiniteLossError:
-        folder = latest_checkpoint(self.checkpoints_dir)
-        where = f"the last good checkpoint is {folder}" if folder else "no checkpoint was written yet"
-        terms = ", ".join(f"{name}={value:.4g}" for name, value in values.items())
-        return NonFiniteLossError(
-            f"loss is not finite at optimizer step {step} (epoch {epoch}): {terms}; training stopped and {where}. "
-            "Lower optimizer.lr, set train.grad_clip, or check the inputs for NaN, then resume with --resume."
+    def _last_good(self) -> Path | None:
+        try:
+            found = find_resumable(self.checkpoints_dir, required=TRAINER_KEYS)
+        except CheckpointError:
+            return None
+        return found.folder if found else None
+
+    def _interrupted(self, stop: StopRequest, epoch: int, step: int, folder: Path | None) -> TrainingInterrupted:
+        written = f"checkpoint {folder} written" if folder else "the main process wrote the checkpoint"
+        return TrainingInterrupted(
+            f"{self.description}: stopped by {stop.name} after optimizer step {step} (epoch {epoch + 1}); {written}; "
+            "run the same command with --resume to continue exactly where it stopped",
+            stop.signal_number or 0,
         )
