@@ -20,10 +20,12 @@ from distill.report import print_table
 from distill.run.recipe import Recipe, RecipeError, load_recipe
 from distill.run.runner import load_data, make_context, run_recipe
 from distill.train import NonFiniteLossError
+from distill.train.atomic import read_json
 from distill.train.checkpoint import load_module_weights
-from distill.train.lock import RunLock, RunLockedError
+from distill.train.lock import LOCK_FILE, RunLock, RunLockedError
 from distill.train.resume import latest_checkpoint
 from distill.train.signals import TrainingInterrupted
+from distill.train.storage import storage_error_message, write_problem
 
 app = typer.Typer(
     help="Knowledge distillation: train a small student to reproduce a big teacher.",
@@ -66,7 +68,14 @@ def friendly_errors(command):
         except USER_ERRORS as error:
             if os.environ.get("DISTILL_DEBUG"):
                 raise
-            console.print(f"[bold red]error:[/] {error}", markup=True, highlight=False, soft_wrap=True)
+            message = storage_error_message(error) if isinstance(error, OSError) else None
+            console.print(f"[bold red]error:[/] {message or error}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except OSError as error:  # disk full, read-only: a sentence; any other OS error stays a traceback
+            message = storage_error_message(error)
+            if message is None or os.environ.get("DISTILL_DEBUG"):
+                raise
+            console.print(f"[bold red]error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -91,10 +100,29 @@ def _load_for_run(
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not resume:
+    # a folder with only the recipe in it saw no training (the data was refused, say): it can start again
+    started = out.exists() and any(entry.name not in ("recipe.yaml", LOCK_FILE) for entry in out.iterdir())
+    if started and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or --out to choose another folder")
     if resume and not out.exists():
         raise FileNotFoundError(f"--resume: {out} does not exist; run without --resume to start it")
+    problem = write_problem(out)
+    if problem is not None and not (resume and _finished(out)):
+        advice = "copy the run folder somewhere writable and --resume there" if resume else "choose another --out"
+        raise ValueError(f"the run folder {out} cannot be written ({problem}); {advice}")
+
+
+def _finished(out: Path) -> bool:
+    return (out / "results.json").is_file()
+
+
+def _show_finished_read_only(out: Path) -> bool:
+    """--resume of a finished run in a folder that cannot be written: show its results as they are."""
+    if write_problem(out) is None or not _finished(out):
+        return False
+    print_table(read_json(out / "results.json"), console)
+    console.print(f"run folder: {out} (finished; read-only, so shown as recorded and not re-measured)")
+    return True
 
 
 @app.command()
@@ -125,6 +153,8 @@ def run(
 ) -> None:
     """Run a recipe: teacher, hard-label baseline and distilled student for every seed, then the report."""
     spec, raw, out = _load_for_run(recipe, overrides, out, resume or resume_from is not None)
+    if (resume or resume_from) and _show_finished_read_only(out):
+        return
     results = run_recipe(spec, raw, out, resume=resume_from or resume, data_dir=data_dir, show_progress=not quiet)
     print_table(results, console)
     console.print(f"run folder: {out}")

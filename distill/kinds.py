@@ -58,4 +58,7 @@ class KindRegistry(Generic[Spec]):
         if not isinstance(value, dict):
             family = self.what.split()[0]
             raise ValueError(f"a {family} is a mapping with a kind (one of {self.names()}), got {value!r}")
-        return self.get(value.get("kind", self.default)).model_validate(value)
+        kind = value.get("kind", self.default)
+        if not isinstance(kind, str):
+            raise ValueError(f"kind must be a name, one of {self.names()}; got {kind!r}")
+        return self.get(kind).model_validate(value)

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny, model_validator
+from pydantic import SerializeAsAny, model_validator
 from torch import Tensor, nn
 
 from distill.kinds import KindRegistry
+from distill.sections import RecipeSection
 
 if TYPE_CHECKING:
     from distill.strategies.context import RunContext
@@ -84,10 +85,9 @@ class CompressState:
         return self.model
 
 
-class CompressStep(BaseModel):
+class CompressStep(RecipeSection):
     """Base of every compression step's spec; validating a mapping against it picks the registered step."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: str = "prune"
 
     @model_validator(mode="wrap")

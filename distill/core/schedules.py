@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
+
+from distill.sections import SECTION_CONFIG, RecipeSection
 
 
-class Schedule(BaseModel):
+class Schedule(RecipeSection):
     """A value as a function of the optimizer step.
 
     * ``constant``: ``start`` throughout.
@@ -24,14 +26,14 @@ class Schedule(BaseModel):
     ``steps=None`` means the whole run: the ``total_steps`` passed when the schedule is evaluated.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(**SECTION_CONFIG, frozen=True)
 
     kind: Literal["constant", "linear", "cosine", "step"] = "constant"
     start: float
     end: float | None = None
     steps: int | None = Field(None, ge=1)
-    milestones: list[int] = []
-    values: list[float] = []
+    milestones: list[int] = Field(default_factory=list)
+    values: list[float] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> Schedule:
@@ -59,6 +61,10 @@ class Schedule(BaseModel):
         if any(b <= a for a, b in zip(self.milestones, self.milestones[1:], strict=False)):
             raise ValueError(f"milestones must be strictly increasing, got {self.milestones}")
         return self
+
+    def values_taken(self) -> list[float]:
+        """Every value the schedule passes through (its extremes among them), for range checks."""
+        return [self.start, *([] if self.end is None else [self.end]), *self.values]
 
     def __call__(self, step: int, total_steps: int | None = None) -> float:
         """The value at optimizer step ``step`` (0-based) of a run of ``total_steps`` steps."""

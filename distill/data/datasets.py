@@ -175,6 +175,11 @@ def load_dataset(
         raise ValueError(unknown_name_message("dataset", name, sorted(LOADERS)))
     train, test, num_classes = LOADERS[name](data_dir, name)
     val = None
+    if val_size >= len(train):
+        raise ValueError(
+            f"data.val_size is {val_size} but dataset {name!r} has {len(train)} training examples, so none would be "
+            f"left to train on; hold out fewer (e.g. data.val_size={len(train) // 5})"
+        )
     if val_size:
         labels = train.tensors[1].numpy()
         val_idx, train_idx = _stratified_split(labels, val_size, split_seed)
@@ -182,5 +187,37 @@ def load_dataset(
     if train_subset is not None and train_subset < len(train):
         subset_idx, _ = _stratified_split(train.tensors[1].numpy(), train_subset, split_seed)
         train = _take(train, subset_idx)
+    where = f"dataset {name!r}" + (f" (data.data_dir {data_dir})" if data_dir else "")
+    if len(train) == 0:
+        raise ValueError(
+            f"{where}: the training split is empty after holding out data.val_size={val_size} examples"
+            + (f" and keeping data.train_subset={train_subset}" if train_subset is not None else "")
+            + "; lower val_size or point data_dir at files with training examples"
+        )
+    for split, dataset in (("train", train), ("validation", val), ("test", test)):
+        if dataset is not None:
+            check_tensor_split(dataset, num_classes, f"{where}, {split} split")
     input_shape = tuple(train.tensors[0].shape[1:])
     return DataSplits(name, train, test, val, num_classes, input_shape)
+
+
+def check_tensor_split(dataset: TensorDataset, num_classes: int, where: str) -> None:
+    """Refuse, before any training, labels outside 0..num_classes-1 and non-finite inputs (NaN or inf would
+    train to a NaN loss, or evaluate to NaN every epoch)."""
+    inputs, labels = dataset.tensors[0], dataset.tensors[1]
+    outside = (labels < 0) | (labels >= num_classes)
+    if outside.any():
+        index = int(outside.nonzero()[0, 0])
+        raise ValueError(
+            f"{where}: example {index} has label {int(labels[index])}, outside the {num_classes} classes "
+            f"0..{num_classes - 1} ({int(outside.sum())} such examples); fix the labels file"
+        )
+    if inputs.is_floating_point():
+        bad = ~torch.isfinite(inputs.flatten(1)).all(dim=1)
+        if bad.any():
+            index = int(bad.nonzero()[0, 0])
+            value = inputs[index][~torch.isfinite(inputs[index])][0].item()
+            raise ValueError(
+                f"{where}: example {index} has a non-finite input value ({value}) ({int(bad.sum())} such examples); "
+                "clean the data (replace or drop those examples) before training"
+            )

@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from distill.models.registry import ModelContext, ModelSpec, register_model
+from distill.sections import Size
 
 
 def _conv_block(in_channels: int, out_channels: int, convs: int, pool: bool) -> nn.Sequential:
@@ -82,7 +83,7 @@ class CNN1dSpec(ModelSpec):
     """``kind: cnn1d``: :class:`SmallCNN1d` for signals ``(C, L)`` or ``(L,)`` (e.g. MNIST-1D)."""
 
     kind: Literal["cnn1d"] = "cnn1d"
-    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    channels: list[Size] = Field(default_factory=lambda: [16, 32], min_length=1)
     convs_per_block: int = Field(1, ge=1)
 
     def build(self, context: ModelContext) -> nn.Module:

@@ -14,6 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from distill.models.registry import ModelContext, ModelSpec, register_model
+from distill.sections import Size
 
 
 class MLP(nn.Sequential):
@@ -82,7 +83,7 @@ class MLPSpec(ModelSpec):
     ``input_dropout`` on the inputs."""
 
     kind: Literal["mlp"] = "mlp"
-    hidden: list[int] = Field(default_factory=lambda: [128])
+    hidden: list[Size] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.0, ge=0, lt=1)
     input_dropout: float = Field(0.0, ge=0, lt=1)
 
@@ -96,7 +97,7 @@ class CNNSpec(ModelSpec):
     """``kind: cnn``: :class:`SmallCNN` for images ``(C, H, W)``, one block per entry of ``channels``."""
 
     kind: Literal["cnn"] = "cnn"
-    channels: list[int] = Field(default_factory=lambda: [16, 32])
+    channels: list[Size] = Field(default_factory=lambda: [16, 32], min_length=1)
 
     def build(self, context: ModelContext) -> nn.Module:
         return SmallCNN(context.tensor_shape(self.kind), self.channels, context.num_classes)

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import Field, SerializeAsAny, model_validator
 from torch import nn
 
 from distill.kinds import KindRegistry
+from distill.sections import RecipeSection
 
 DEFAULT_KIND = "mlp"
 Inputs = Literal["tensor", "tokens", "any"]
@@ -52,11 +53,10 @@ class ModelContext:
         return self.input_shape
 
 
-class ModelSpec(BaseModel):
+class ModelSpec(RecipeSection):
     """Base of every model kind's spec. Validating a mapping against ``ModelSpec`` picks the registered
     subclass by ``kind``; subclasses implement :meth:`build` and say which ``inputs`` they read."""
 
-    model_config = ConfigDict(extra="forbid")
     inputs: ClassVar[Inputs] = "tensor"
     kind: str = DEFAULT_KIND
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import itertools
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from distill import losses as loss_registry
@@ -23,12 +22,16 @@ from distill.core.schedules import Schedule
 from distill.models import AnyModelSpec, MLPSpec, ModelSpec, kinds, spec_class
 from distill.names import unknown_name_message
 from distill.run.recipe_errors import format_validation_error
+from distill.run.recipe_yaml import YAMLProblem, load_recipe_yaml
+from distill.sections import LayerName, Text, non_negative, positive
 from distill.strategies import AnyStrategySpec, EnsembleSpec, TransferSpec
 from distill.strategies.offline import Offline
 from distill.tasks.registry import dataset_entry, dataset_names
 from distill.train.settings import StrictModel, TrainSettings
 
 ScheduleOrNumber = float | Schedule
+Temperature = Annotated[ScheduleOrNumber, positive]
+Weight = Annotated[ScheduleOrNumber, non_negative]  # 0 switches a term off
 LAYER_KINDS = ("hidden", "attention", "scores", "values")
 
 
@@ -45,7 +48,7 @@ def _check_loss_name(name: str) -> str:
 
 class DataSpec(StrictModel):
     dataset: str = "digits"  # a registered dataset (distill.tasks.registry)
-    data_dir: str | None = None  # folder of the dataset files; relative paths are taken from the working directory
+    data_dir: Text | None = None  # folder of the dataset files; relative paths are taken from the working directory
     val_size: int = Field(0, ge=0)  # examples held out of train for per-epoch evaluation (0: evaluate on test)
     train_subset: int | None = Field(None, ge=1)  # keep this many training examples (stratified)
     eval_subset: int | None = Field(None, ge=1)  # quick runs: a seeded subset of each evaluation split
@@ -53,15 +56,16 @@ class DataSpec(StrictModel):
     max_length: int = Field(128, ge=8)  # text datasets: tokens kept per example
     # your own text files (dataset: files, implied by train): read with Hugging Face datasets
     format: Literal["csv", "tsv", "jsonl", "parquet", "conll"] | None = None
-    train: str | None = None
-    validation: str | None = None  # optional: else data.val_size examples of train, else test
-    test: str | None = None  # optional; scored when given (else validation)
-    unlabeled: str | None = None  # texts without labels: the distilled student also learns from them
-    text: str | list[str] = "text"  # a column, or two for sentence pairs: [premise, hypothesis]
-    label: str = "label"  # strings or integers; any number of classes; a list per row: multi-label
-    label_separator: str | None = None  # multi-label in CSV/TSV: one column "sports|politics" split on "|"
-    tokens: str = "tokens"  # tagging from JSONL/CSV/Parquet: the word lists ...
-    tags: str = "tags"  # ... and the tag lists (BIO, BIOES or BMES)
+    train: Text | None = None
+    validation: Text | None = None  # optional: else data.val_size examples of train, else test
+    test: Text | None = None  # optional; scored when given (else validation)
+    unlabeled: Text | None = None  # texts without labels: the distilled student also learns from them
+    text: Text | list[Text] = "text"  # a column, or two for sentence pairs: [premise, hypothesis]
+    label: Text = "label"  # strings or integers; any number of classes; a list per row: multi-label
+    # multi-label in CSV/TSV: one column "sports|politics" split on "|"
+    label_separator: Annotated[str, Field(min_length=1)] | None = None
+    tokens: Text = "tokens"  # tagging from JSONL/CSV/Parquet: the word lists ...
+    tags: Text = "tags"  # ... and the tag lists (BIO, BIOES or BMES)
     labels: list[str] | None = None  # label names in id order (default: sorted; integer labels index them)
     scheme: Literal["BIO", "BIOES", "BMES"] | None = None  # tagging: inferred from the tags when not given
     rename: dict[str, str] = Field(default_factory=dict)  # column renames applied to every split
@@ -116,7 +120,7 @@ class DataSpec(StrictModel):
 
 class TeacherSpec(StrictModel):
     model: AnyModelSpec = MLPSpec(hidden=[512, 512])
-    checkpoint: str | None = None  # a trained teacher (.safetensors or checkpoint folder): skips teacher training
+    checkpoint: Text | None = None  # a trained teacher (.safetensors or checkpoint folder): skips teacher training
     seed: int = 0
     train: TrainSettings = TrainSettings()
     ensemble: EnsembleSpec | None = None  # several teachers, averaged (Hinton et al. 2015)
@@ -132,13 +136,13 @@ class StudentSpec(StrictModel):
 
 
 class MatchSpec(StrictModel):
-    student: str | list[str]  # a dotted module name, or several (paired with the teacher's, in order)
-    teacher: str | list[str]
+    student: LayerName | list[LayerName]  # a dotted module name, or several (paired with the teacher's, in order)
+    teacher: LayerName | list[LayerName]
     loss: str = "hidden_mse"
-    weight: ScheduleOrNumber | list[ScheduleOrNumber] = 1.0  # one, or one per layer pair
+    weight: Weight | list[Weight] = 1.0  # one, or one per layer pair
     connector: str | None = None
     connector_hidden: int | None = Field(None, ge=1)
-    name: str | None = None
+    name: Text | None = None
     options: dict[str, Any] = Field(default_factory=dict)  # keyword arguments of the loss, e.g. {p: 2}
     stage: Literal["main", "pretrain", "both"] | None = None  # default: the loss's own (AB, FSP: pretrain)
     pretrain_epochs: int | None = Field(None, ge=1)
@@ -176,9 +180,9 @@ class MatchSpec(StrictModel):
 class DistillSpec(StrictModel):
     response_loss: str | None = "kd"
     response_options: dict[str, Any] = Field(default_factory=dict)  # e.g. dkd: {alpha: 1, beta: 8}
-    temperature: ScheduleOrNumber = 4.0
-    kd_weight: ScheduleOrNumber = 1.0
-    hard_weight: ScheduleOrNumber = 0.0
+    temperature: Temperature = 4.0
+    kd_weight: Weight = 1.0
+    hard_weight: Weight = 0.0
     matches: list[MatchSpec] = Field(default_factory=list)
 
     @field_validator("response_loss")
@@ -196,7 +200,7 @@ class DistillSpec(StrictModel):
 
 
 class Recipe(StrictModel):
-    name: str = "experiment"
+    name: Text = "experiment"
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)  # one distilled (and baseline) student per seed
     data: DataSpec = DataSpec()
     teacher: TeacherSpec = TeacherSpec()
@@ -267,6 +271,16 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     raise RecipeError(f"no recipe file {str(path)!r}; built-in recipes: {', '.join(builtin_recipes())}")
 
 
+def _override_value(key_path: str, text: str) -> Any:
+    try:
+        return load_recipe_yaml(text, f"override {key_path}={text}")
+    except YAMLProblem as problem:
+        raise RecipeError(
+            f"{problem}; write a YAML value (3, 0.1, [0, 1], {{kind: linear, start: 8, end: 2}}) and quote text "
+            "that holds YAML signs ([ ] { } : #)"
+        ) from None
+
+
 def apply_override(raw: dict, assignment: str) -> None:
     """Apply ``key.path=value`` (value parsed as YAML; list items addressed by index: ``matches.0.weight``)."""
     if "=" not in assignment:
@@ -284,7 +298,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         elif not isinstance(node, dict):
             raise RecipeError(f"override {key_path!r}: {'.'.join(keys[:depth])} is a value, not a section")
         if last:
-            node[key] = yaml.safe_load(text)
+            node[key] = _override_value(key_path, text)
         else:
             if isinstance(node, dict) and node.get(key) is None:
                 node[key] = {}
@@ -295,9 +309,9 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | tuple[str, ...]
     """Read, override and validate a recipe; return the model and the raw dict (stored in checkpoints)."""
     path = resolve_recipe_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path} is not valid YAML: {error}") from None
+        raw = load_recipe_yaml(path.read_text(), str(path)) or {}
+    except YAMLProblem as problem:
+        raise RecipeError(str(problem)) from None
     if not isinstance(raw, dict):
         raise RecipeError(
             f"{path}: a recipe is a mapping of sections (data, teacher, student, distill), got {type(raw).__name__}"

@@ -82,11 +82,28 @@ def _allowed_keys(location: tuple[Any, ...], raw: Any, root: type[BaseModel]) ->
     return sorted(model.model_fields) if model is not None else []
 
 
+# "not a list / not a section" errors of the other members of a union (``weight: 1.0 | list``, ``temperature:
+# float | Schedule``): beside the member's own error at the same key they only add noise
+_UNION_MISMATCH = {"list_type", "dict_type", "model_type", "model_attributes_type", "is_instance_of"}
+
+
+def _problems(error: ValidationError) -> list[dict]:
+    by_path: dict[str, list[dict]] = {}
+    for item in error.errors():
+        by_path.setdefault(_key_path(item["loc"]), []).append(item)
+    kept = []
+    for items in by_path.values():
+        specific = [item for item in items if item["type"] not in _UNION_MISMATCH]
+        kept.extend(specific or items)
+    return kept
+
+
 def format_validation_error(error: ValidationError, source: str, raw: Any, root: type[BaseModel]) -> str:
     """One line per problem of ``error`` (validating ``raw`` against ``root``), each with its key path; an
     unknown key lists the keys allowed there and the closest one."""
-    lines = [f"{source}: {error.error_count()} problem(s)"]
-    for item in error.errors():
+    problems = _problems(error)
+    lines = [f"{source}: {len(problems)} problem(s)"]
+    for item in problems:
         path = _key_path(item["loc"])
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(item["loc"], raw, root)

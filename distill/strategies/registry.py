@@ -19,9 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, SerializeAsAny, model_validator
+from pydantic import SerializeAsAny, model_validator
 
 from distill.kinds import KindRegistry
+from distill.sections import RecipeSection
 from distill.strategies.rows import Row
 
 if TYPE_CHECKING:
@@ -30,10 +31,9 @@ if TYPE_CHECKING:
 DEFAULT_STRATEGY = "offline"
 
 
-class StrategySpec(BaseModel):
+class StrategySpec(RecipeSection):
     """Base of every strategy's spec; validating a mapping against it picks the registered subclass."""
 
-    model_config = ConfigDict(extra="forbid")
     kind: str = DEFAULT_STRATEGY
 
     @model_validator(mode="wrap")

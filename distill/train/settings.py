@@ -7,24 +7,25 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from distill.sections import RecipeSection
 
 
-class StrictModel(BaseModel):
-    """Every recipe section rejects unknown keys, so a typo is an error, not a silently ignored setting."""
-
-    model_config = ConfigDict(extra="forbid")
+class StrictModel(RecipeSection):
+    """Every recipe section rejects unknown keys (a typo is an error, not a silently ignored setting),
+    non-finite numbers and booleans where numbers belong (distill.sections)."""
 
 
 class OptimizerSettings(StrictModel):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(1e-3, gt=0, le=10)  # above 10 every optimizer here diverges: a typo, not a setting
     momentum: float = Field(0.9, ge=0, lt=1)  # sgd only
     nesterov: bool = False  # sgd only
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)  # adam / adamw only
+    weight_decay: float = Field(0.0, ge=0, le=1)  # more than 1 would shrink weights faster than they learn
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)  # adam(w)
 
 
 class LRScheduleSettings(StrictModel):
@@ -33,8 +34,9 @@ class LRScheduleSettings(StrictModel):
     name: Literal["constant", "linear", "cosine", "step"] = "cosine"
     warmup_steps: int = Field(0, ge=0)
     final_factor: float = Field(0.0, ge=0, le=1)  # linear / cosine: lr at the last step, relative to lr
-    milestones: list[float] = []  # step: fractions of the run (0..1) at which lr is multiplied by gamma
-    gamma: float = Field(0.1, gt=0)
+    # step: fractions of the run (0..1) at which lr is multiplied by gamma
+    milestones: list[float] = Field(default_factory=list)
+    gamma: float = Field(0.1, gt=0, le=1)  # step: the lr multiplier at each milestone (above 1 it would grow)
 
     @model_validator(mode="after")
     def _milestones_are_fractions(self) -> LRScheduleSettings:

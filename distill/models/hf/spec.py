@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import nn
 
 from distill.models.registry import Inputs, ModelContext, ModelSpec, register_model
+from distill.sections import Text
 
 
 @register_model("hf")
@@ -21,7 +22,7 @@ class HFSpec(ModelSpec):
 
     inputs: ClassVar[Inputs] = "tokens"
     kind: Literal["hf"] = "hf"
-    path: str = "minilm"
+    path: Text = "minilm"
     layers: int | None = Field(None, ge=1)
     layer_map: Literal["skip", "uniform", "last"] | list[int] = "uniform"
     init: Literal["teacher", "random"] = "teacher"
