@@ -145,3 +145,30 @@ def test_a_full_disk_says_so_and_keeps_the_earlier_checkpoints(tmp_path, monkeyp
     assert sorted(p.name for p in checkpoints.iterdir()) == ["epoch-0000", "latest.json"]  # staging removed
     assert verify_checkpoint(checkpoints / "epoch-0000")["step"] == 4
     assert json.loads((checkpoints / "latest.json").read_text())["checkpoint"] == "epoch-0000"
+
+
+@pytest.mark.parametrize(
+    ("distill_section", "expected"),
+    [
+        ({"response_loss": "dkd", "response_options": {"temperature": -2}}, "temperature must be above 0"),
+        ({"response_loss": "dkd", "response_options": {"beta": float("nan")}}, "expected a finite number"),
+        ({"response_loss": "dkd", "response_options": {"alpha": True}}, "expected a number, got True"),
+        ({"matches": [{"student": "net.0", "teacher": "net.0", "loss": "pkt", "options": {"eps": 0}}]}, "eps"),
+        (
+            {"matches": [{"student": "net.0", "teacher": "net.0", "loss": "srrl", "options": {"fm_weight": -1}}]},
+            "at least",
+        ),
+    ],
+)
+def test_loss_options_that_make_no_sense_are_refused_with_their_key(distill_section, expected):
+    from distill.run.recipe import RecipeError, validate_recipe
+
+    with pytest.raises(RecipeError) as refused:
+        validate_recipe({**SMALL, "distill": distill_section})
+    assert expected in " ".join(str(refused.value).split())
+
+
+def test_a_zero_loss_option_weight_is_allowed():
+    from distill.run.recipe import validate_recipe
+
+    validate_recipe({**SMALL, "distill": {"response_loss": "dkd", "response_options": {"alpha": 0}}})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -102,12 +103,38 @@ def accepted_options(loss: Callable) -> list[str]:
 
 
 def check_options(loss_name: str, options: Mapping[str, Any], where: str) -> None:
-    known = accepted_options(loss_registry.get(loss_name))
+    """Refuse unknown option names, and numbers that make no sense for a numeric option, before training."""
+    loss = loss_registry.get(loss_name)
+    known = accepted_options(loss)
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise ValueError(
             f"{where}: unknown option(s) {unknown} for loss {loss_name!r}; it accepts: {', '.join(known) or 'none'}"
         )
+    parameters = inspect.signature(loss.__init__ if is_method(loss) else loss).parameters
+    for name, value in options.items():
+        problem = _numeric_option_problem(name, value, parameters[name].default)
+        if problem:
+            raise ValueError(f"{where}.{name}: {problem} for loss {loss_name!r}")
+
+
+# options that are scales, sizes or guards against division by zero: 0 or below makes no sense
+POSITIVE_OPTIONS = frozenset({"temperature", "nce_t", "eps", "init_pred_var", "feat_dim", "scheduler_gamma"})
+
+
+def _numeric_option_problem(name: str, value: Any, default: Any) -> str | None:
+    """What is wrong with ``value`` for an option whose default is a number (None when it is fine)."""
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return None  # not a numeric option: the loss itself checks it
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {value!r}"
+    if not math.isfinite(value):
+        return f"expected a finite number, got {value}"
+    if name in POSITIVE_OPTIONS and value <= 0:
+        return f"{name} must be above 0, got {value:g}"
+    if (name == "weight" or name.endswith("_weight")) and value < 0:
+        return f"a weight must be at least 0 (0 switches the term off), got {value:g}"
+    return None
 
 
 @dataclass
