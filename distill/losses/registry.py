@@ -36,6 +36,7 @@ _BUILTIN_PROVIDERS: tuple[str, ...] = (
     "distill.losses.relation",
     "distill.losses.attention",
     "distill.losses.transformer",
+    "distill.losses.lm",
     "distill.methods",
 )
 _providers_loaded = False  # all providers imported
