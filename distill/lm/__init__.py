@@ -1,0 +1,1 @@
+"""Causal language models: loading teachers, depth-pruned students, corpora and the teacher's top-k logit cache."""
