@@ -71,7 +71,7 @@ class TopKTeacher:
     @classmethod
     def from_logits(cls, logits: Tensor, k: int, tail: Tail = "renormalize") -> TopKTeacher:
         """The top ``k`` of dense teacher logits ``(..., V)``, log-probabilities at temperature 1."""
-        log_probs = F.log_softmax(_at_least_float32(logits), dim=-1)
+        log_probs = F.log_softmax(at_least_float32(logits), dim=-1)
         values, indices = log_probs.topk(min(k, logits.shape[-1]), dim=-1)
         return cls(indices=indices, log_probs=values, tail=tail)
 
@@ -79,7 +79,7 @@ class TopKTeacher:
         """The full ``(..., V)`` log-probabilities this top-k stands for, by its tail rule (at T = 1)."""
         if self.k > vocab_size:
             raise ValueError(f"top-k teacher has k = {self.k} but the student's vocabulary has {vocab_size} tokens")
-        log_probs = _at_least_float32(self.log_probs)
+        log_probs = at_least_float32(self.log_probs)
         positions = (*log_probs.shape[:-1], vocab_size)
         if self.tail == "renormalize":
             log_probs = log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
@@ -96,7 +96,7 @@ class TopKTeacher:
 Teacher = Tensor | TopKTeacher
 
 
-def _at_least_float32(tensor: Tensor) -> Tensor:
+def at_least_float32(tensor: Tensor) -> Tensor:
     """bf16/fp16 logits are computed in float32 (their softmax over 50k tokens is too coarse); float64 stays."""
     return tensor.to(torch.promote_types(tensor.dtype, torch.float32))
 
@@ -141,8 +141,8 @@ def token_log_probs(
                 f"{what}: student logits {tuple(student_logits.shape)} != teacher logits {tuple(teacher.shape)}; "
                 "teacher and student need the same vocabulary (or a cross-tokenizer loss such as uld)"
             )
-        teacher_scores = _at_least_float32(_scored(teacher, mask, what))
-    student = _at_least_float32(_scored(student_logits, mask, what))
+        teacher_scores = at_least_float32(_scored(teacher, mask, what))
+    student = at_least_float32(_scored(student_logits, mask, what))
     return F.log_softmax(student / t, dim=-1), F.log_softmax(teacher_scores / t, dim=-1)
 
 

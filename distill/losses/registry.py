@@ -37,6 +37,7 @@ _BUILTIN_PROVIDERS: tuple[str, ...] = (
     "distill.losses.attention",
     "distill.losses.transformer",
     "distill.losses.lm",
+    "distill.losses.uld",
     "distill.methods",
 )
 _providers_loaded = False  # all providers imported
