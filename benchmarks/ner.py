@@ -47,14 +47,24 @@ from distill.train.checkpoint import library_versions
 STRATEGY = "uniform"
 LAYERS = 3
 ASSISTANT_LAYERS = 4
-BASE = {"response_loss": "logits_mse", "hard_weight": 0.0}
-FULL = {"response_loss": "logits_mse", "hidden": "hidden_mse", "attention": ("scores", "attention_mse")}
+BASE = {"response_loss": "logits_mse", "temperature": 1.0, "hard_weight": 0.0}
+FULL = {
+    "response_loss": "logits_mse",
+    "temperature": 1.0,
+    "hidden": "hidden_mse",
+    "attention": ("scores", "attention_mse"),
+}
 # (row, method, init, main row run on every seed)
 ROWS = [
     ("fine-tuned alone (reference)", Method("alone", response_loss=None), "teacher", True),
     ("logits MSE (base)", Method("base", **BASE), "teacher", True),
-    ("+ task loss", Method("task", response_loss="logits_mse"), "teacher", False),
-    ("+ hidden MSE", Method("hidden", response_loss="logits_mse", hidden="hidden_mse"), "teacher", False),
+    ("+ task loss", Method("task", response_loss="logits_mse", temperature=1.0), "teacher", False),
+    (
+        "+ hidden MSE",
+        Method("hidden", response_loss="logits_mse", temperature=1.0, hidden="hidden_mse"),
+        "teacher",
+        False,
+    ),
     ("+ attention-score MSE (full)", Method("full", **FULL), "teacher", True),
     (
         "full, soft-CE instead of logits MSE",

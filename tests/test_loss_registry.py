@@ -108,6 +108,14 @@ def test_helpers_carry_no_catalog_metadata_and_methods_do() -> None:
     assert info("fsp").layer_lists and info("fsp").knowledge == "relation"  # old keywords kept beside the new
 
 
+def test_textbrewer_mmd_is_a_per_layer_helper() -> None:
+    from distill.losses.transformer import mmd_loss
+
+    assert get("mmd") is mmd_loss
+    # One match per layer pair, so the Distiller passes it the padding mask; no catalog entry (like pkd).
+    assert not info("mmd").layer_lists and info("mmd").title == "" and info("mmd").knowledge is None
+
+
 def test_unknown_knowledge_is_refused_at_registration() -> None:
     with pytest.raises(ValueError, match="knowledge must be one of"):
         register("toy_bad", knowledge="vibes")  # type: ignore[arg-type]

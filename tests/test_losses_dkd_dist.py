@@ -200,6 +200,20 @@ def test_dist_single_position_has_intra_term_one_and_finite_grads() -> None:
     assert torch.isfinite(student.grad).all() and torch.isfinite(teacher.grad).all()
 
 
+def test_dist_pearson_epsilon_is_the_official_1e8_on_the_product_of_norms() -> None:
+    # hunto/DIST_KD: ρ = (a·b) / (‖a‖ ‖b‖ + 1e-8) of the centred rows. Row 0 is constant (ρ = 0 / 1e-8 = 0,
+    # finite); row 1 varies so little that ‖a‖ ‖b‖ is about 2e-8, where the epsilon shrinks ρ by a third.
+    student = [[0.5, 0.5, 0.5, 0.5], [0.0, 2e-7, 0.0, 0.0]]
+    teacher = [[1.0, -1.0, 0.0, 2.0], [2.0, 0.0, 1.0, -1.0]]
+    y_s, y_t = [_softmax(row) for row in student], [_softmax(row) for row in teacher]
+    expected = 1 - (_pearson(y_s[0], y_t[0], 1e-8) + _pearson(y_s[1], y_t[1], 1e-8)) / 2
+    got = dist_loss(torch.tensor(student, dtype=torch.float64), torch.tensor(teacher, dtype=torch.float64), gamma=0.0)
+    assert math.isfinite(got.item()) and got.item() == pytest.approx(expected, rel=1e-7)
+    smaller_eps = 1 - (_pearson(y_s[0], y_t[0], 1e-12) + _pearson(y_s[1], y_t[1], 1e-12)) / 2
+    assert abs(got.item() - smaller_eps) > 0.05  # the epsilon matters here, so this pins its value
+    assert _pearson(y_s[0], y_t[0], 1e-8) == 0.0
+
+
 @pytest.mark.parametrize(
     "call",
     [

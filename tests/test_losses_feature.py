@@ -1,4 +1,4 @@
-"""Feature losses against hand-written numpy references."""
+"""Feature losses against hand-written numpy references; FSP on masked sequence features at the end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from distill.losses import cosine_loss, hidden_mse_loss, hint_loss
+from distill.losses import cosine_loss, fsp_loss, hidden_mse_loss, hint_loss
 
 MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
 
@@ -194,3 +194,92 @@ def test_feature_maps_reject_a_sequence_mask(name: str) -> None:
 def test_unsupported_rank() -> None:
     with pytest.raises(ValueError, match=r"got shape \(4,\)"):
         hidden_mse_loss(torch.randn(4), torch.randn(4))
+
+
+# ----------------------------------------------------------------- FSP on sequences (B, L, D) with a mask
+
+
+def _fsp_sequence_reference(student_layers, teacher_layers, mask) -> float:
+    """FSP of (B, L, D) layers: G[b] = Σ over valid l of f1[b, l] f2[b, l]ᵀ / n_b; examples with n_b = 0 dropped."""
+    examples = [b for b in range(mask.shape[0]) if mask[b].sum() > 0]
+    total = 0.0
+    for i in range(len(student_layers) - 1):
+        squares = []
+        for b in examples:
+            positions = [pos for pos in range(mask.shape[1]) if mask[b, pos]]
+            grams = []
+            for layers in (student_layers, teacher_layers):
+                f1, f2 = layers[i][b].tolist(), layers[i + 1][b].tolist()
+                grams.append(
+                    [
+                        [
+                            sum(f1[pos][c1] * f2[pos][c2] for pos in positions) / len(positions)
+                            for c2 in range(len(f2[0]))
+                        ]
+                        for c1 in range(len(f1[0]))
+                    ]
+                )
+            squares += [(x - y) ** 2 for rs, rt in zip(*grams, strict=True) for x, y in zip(rs, rt, strict=True)]
+        total += sum(squares) / len(squares)
+    return total
+
+
+SEQ_MASK = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [0, 0, 0, 0]])  # the last example is all padding
+
+
+def _sequences(*dims: int) -> list[torch.Tensor]:
+    return [torch.randn(3, 4, d, dtype=torch.float64) for d in dims]
+
+
+def test_fsp_sequences_with_mask_match_reference() -> None:
+    student, teacher = _sequences(2, 3, 2), _sequences(2, 3, 2)
+    expected = _fsp_sequence_reference(student, teacher, SEQ_MASK)
+    assert fsp_loss(student, teacher, mask=SEQ_MASK).item() == pytest.approx(expected, rel=1e-10)
+
+
+def test_fsp_sequence_by_hand() -> None:
+    # One example, positions 0 and 1 valid: G = (f1(0) f2(0)ᵀ + f1(1) f2(1)ᵀ) / 2.
+    student = [torch.tensor([[[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]]]), torch.tensor([[[1.0], [2.0], [9.0]]])]
+    teacher = [torch.tensor([[[0.0, 1.0], [1.0, 0.0], [9.0, 9.0]]]), torch.tensor([[[2.0], [4.0], [9.0]]])]
+    g_s = [(1 * 1 + 3 * 2) / 2, (2 * 1 + 4 * 2) / 2]  # 3.5, 5
+    g_t = [(0 * 2 + 1 * 4) / 2, (1 * 2 + 0 * 4) / 2]  # 2, 1
+    expected = ((g_s[0] - g_t[0]) ** 2 + (g_s[1] - g_t[1]) ** 2) / 2
+    assert fsp_loss(student, teacher, mask=torch.tensor([[1, 1, 0]])).item() == pytest.approx(expected)
+
+
+def test_fsp_with_an_all_ones_mask_is_the_map_fsp_of_the_transposed_sequences() -> None:
+    student, teacher = _sequences(2, 3), _sequences(2, 3)
+    as_maps = fsp_loss([x.transpose(1, 2) for x in student], [x.transpose(1, 2) for x in teacher])
+    assert fsp_loss(student, teacher, mask=torch.ones(3, 4)).item() == pytest.approx(as_maps.item(), rel=1e-12)
+
+
+@pytest.mark.parametrize("junk", [1e30, float("inf"), float("nan")])
+def test_fsp_padded_positions_never_matter(junk: float) -> None:
+    student, teacher = _sequences(2, 3, 2), _sequences(2, 3, 2)
+    clean = fsp_loss(student, teacher, mask=SEQ_MASK)
+    padded = SEQ_MASK == 0
+    for layer in (*student, *teacher):
+        layer[padded] = junk
+    student = [layer.requires_grad_(True) for layer in student]
+    dirty = fsp_loss(student, teacher, mask=SEQ_MASK)
+    assert dirty.item() == pytest.approx(clean.item(), rel=1e-12)
+    dirty.backward()
+    for layer in student:
+        assert torch.isfinite(layer.grad).all() and torch.equal(
+            layer.grad[padded], torch.zeros_like(layer.grad[padded])
+        )
+    all_padded = fsp_loss(student, teacher, mask=torch.zeros(3, 4))
+    assert all_padded.item() == 0.0 and all_padded.requires_grad
+
+
+def test_gradcheck_fsp_sequences() -> None:
+    tensors = [layer.requires_grad_(True) for layer in _sequences(2, 3, 2) * 2]
+    assert torch.autograd.gradcheck(lambda *xs: fsp_loss(list(xs[:3]), list(xs[3:]), SEQ_MASK), tuple(tensors))
+
+
+def test_fsp_sequence_errors() -> None:
+    x, y = torch.randn(2, 3, 4), torch.randn(2, 3, 5)
+    with pytest.raises(ValueError, match=r"fsp student layer 0: mask has shape \(2, 4\).*\(2, 3\)"):
+        fsp_loss([x, y], [x, y], mask=torch.ones(2, 4))
+    with pytest.raises(ValueError, match=r"layer 1 .* different hidden sizes; put a linear connector"):
+        fsp_loss([x, y], [x, x], mask=torch.ones(2, 3))

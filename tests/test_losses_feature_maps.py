@@ -97,8 +97,9 @@ def _resize_1d(x: np.ndarray, axis: int, n: int) -> np.ndarray:
 def _sad_reference(student, teacher, variant="sum_p", p=2.0) -> float:
     g_s = _sad_map_reference(_np(student), variant, p)
     g_t = _sad_map_reference(_np(teacher), variant, p)
-    for axis, n in enumerate(g_t.shape[1:], start=1):  # bilinear = linear along each dim in turn
-        g_s = _resize_1d(g_s, axis, n)
+    # The smaller map goes up to the larger along each dim; bilinear = linear along each dim in turn.
+    for axis, (m, n) in enumerate(zip(g_s.shape[1:], g_t.shape[1:], strict=True), start=1):
+        g_s, g_t = _resize_1d(g_s, axis, max(m, n)), _resize_1d(g_t, axis, max(m, n))
     total = 0.0
     for b in range(g_s.shape[0]):
         e_s, e_t = np.exp(g_s[b].ravel() - g_s[b].max()), np.exp(g_t[b].ravel() - g_t[b].max())
@@ -161,6 +162,34 @@ def test_sad_matches_reference(variant: str, s_shape, t_shape) -> None:
     student, teacher = _map(*s_shape) * 0.5, _map(*t_shape) * 0.5
     expected = _sad_reference(student, teacher, variant, 3.0)
     assert sad_loss(student, teacher, variant=variant, p=3.0).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_sad_upsamples_the_smaller_map_in_either_direction_by_hand() -> None:
+    # Linear 2 -> 4 with align_corners=False: output i samples the input at i/2 − 1/4, clamped to [0, 1].
+    w = [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]
+    small_1d, large_1d = [1.0, -2.0], [0.5, -1.0, 3.0, 0.0]  # one channel, variant "sum": G = |A|
+    up_1d = [sum(w[i][a] * abs(small_1d[a]) for a in range(2)) for i in range(4)]  # 1, 1.25, 1.75, 2
+    small_2d = [[1.0, -2.0], [0.5, 3.0]]
+    large_2d = [[0.5, -1.0, 2.0, 0.0], [1.5, 0.25, -0.5, 1.0], [0.0, 2.5, 1.0, -1.5], [1.0, 0.5, -2.0, 0.75]]
+    up_2d = [
+        sum(w[i][a] * w[j][b] * abs(small_2d[a][b]) for a in range(2) for b in range(2))
+        for i in range(4)
+        for j in range(4)
+    ]
+    for small, large, up in ((small_1d, large_1d, up_1d), (small_2d, large_2d, up_2d)):
+        flat = large if isinstance(large[0], float) else [v for row in large for v in row]
+        e_up, e_large = [math.exp(v) for v in up], [math.exp(abs(v)) for v in flat]
+        expected = sum((a / sum(e_up) - b / sum(e_large)) ** 2 for a, b in zip(e_up, e_large, strict=True)) / len(up)
+        small_t, large_t = (torch.tensor([[x]], dtype=torch.float64) for x in (small, large))
+        assert sad_loss(large_t, small_t, variant="sum").item() == pytest.approx(expected, rel=1e-12)  # teacher smaller
+        assert sad_loss(small_t, large_t, variant="sum").item() == pytest.approx(expected, rel=1e-12)  # student smaller
+
+
+@pytest.mark.parametrize(("s_shape", "t_shape"), [((2, 3, 4, 2), (2, 2, 2, 5)), ((2, 2, 3, 6, 2), (2, 3, 5, 3, 2))])
+def test_sad_resizes_each_dim_to_the_larger_size(s_shape, t_shape) -> None:
+    student, teacher = _map(*s_shape) * 0.5, _map(*t_shape) * 0.5
+    expected = _sad_reference(student, teacher, "sum_p", 2.0)
+    assert sad_loss(student, teacher).item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_sad_map_by_hand() -> None:
@@ -257,6 +286,12 @@ def test_gradcheck(name: str, s_shape, t_shape) -> None:
     assert torch.autograd.gradcheck(PAIR_LOSSES[name], (student, teacher))
 
 
+@pytest.mark.parametrize(("s_shape", "t_shape"), [((2, 2, 3), (2, 3, 5)), ((2, 2, 2, 2), (2, 3, 3, 3))])
+def test_gradcheck_sad_teacher_larger(s_shape, t_shape) -> None:
+    student, teacher = (_map(*shape).requires_grad_(True) for shape in (s_shape, t_shape))
+    assert torch.autograd.gradcheck(lambda s, t: sad_loss(s, t), (student, teacher))
+
+
 def test_gradcheck_fsp() -> None:
     shapes = [(2, 2, 4, 4), (2, 3, 3, 3), (2, 2, 2, 2)]
     tensors = [_map(*shape).requires_grad_(True) for shape in shapes * 2]
@@ -315,8 +350,8 @@ def test_fsp_errors_name_the_problem() -> None:
         fsp_loss([a, torch.randn(3, 4, 2, 2)], [a, b])
     with pytest.raises(ValueError, match=r"layer 0 student shape \(3, 3, 4, 4\) .* different batch sizes"):
         fsp_loss([torch.randn(3, 3, 4, 4), torch.randn(3, 4, 2, 2)], [a, b])
-    with pytest.raises(ValueError, match="takes no mask"):
-        fsp_loss([a, b], [a, b], mask=torch.ones(2))
+    with pytest.raises(ValueError, match=r"sequence features \(batch, length, hidden\); got student layer 0"):
+        fsp_loss([a, b], [a, b], mask=torch.ones(2, 3))
 
 
 def test_sad_and_at_argument_errors() -> None:

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from distill.core.matches import accepted_options, check_options
 from distill.losses import hard_ce_loss, kd_loss, logits_mse_loss, soft_ce_loss
 from tests.references import assert_padding_never_matters
 
@@ -106,6 +107,31 @@ def test_logits_mse_matches_reference() -> None:
     assert logits_mse_loss(student, teacher).item() == pytest.approx(sum(flat) / len(flat), rel=1e-10)
 
 
+def test_logits_mse_with_temperature_by_hand() -> None:
+    # TextBrewer kd_mse_loss: F.mse_loss(z_S / T, z_T / T).
+    student, teacher = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], [[2.0, 1.0, 0.0], [1.0, 1.0, 1.0]]
+    expected = sum(
+        (s / 2.5 - t / 2.5) ** 2
+        for s_row, t_row in zip(student, teacher, strict=True)
+        for s, t in zip(s_row, t_row, strict=True)
+    )
+    got = logits_mse_loss(torch.tensor(student), torch.tensor(teacher), temperature=2.5)
+    assert got.item() == pytest.approx(expected / 6, rel=1e-6)
+    assert logits_mse_loss(torch.tensor(student), torch.tensor(teacher)).item() == pytest.approx(expected * 2.5**2 / 6)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+def test_logits_mse_with_temperature_and_mask_matches_reference(temperature: float) -> None:
+    student, teacher = _pair(2, 4, 3)
+    squares = [
+        (s / temperature - t / temperature) ** 2
+        for (_, s_row), (_, t_row) in zip(_rows(student, MASK), _rows(teacher, MASK), strict=True)
+        for s, t in zip(s_row, t_row, strict=True)
+    ]
+    got = logits_mse_loss(student, teacher, temperature, mask=MASK)
+    assert got.item() == pytest.approx(sum(squares) / len(squares), rel=1e-10)
+
+
 def test_kd_is_zero_for_identical_logits() -> None:
     logits = torch.randn(3, 4, 6)
     assert kd_loss(logits, logits.clone(), temperature=2.0).item() == pytest.approx(0.0, abs=1e-6)
@@ -200,6 +226,7 @@ LOSSES = {
     "kd": lambda s, t, mask: kd_loss(s, t, 2.0, mask=mask),
     "soft_ce": lambda s, t, mask: soft_ce_loss(s, t, 2.0, mask=mask),
     "logits_mse": lambda s, t, mask: logits_mse_loss(s, t, mask=mask),
+    "logits_mse_t": lambda s, t, mask: logits_mse_loss(s, t, temperature=2.0, mask=mask),
     "hard_ce": lambda s, t, mask: hard_ce_loss(s, torch.tensor([[0, 1, 2, 0], [2, 2, 1, 0]]), mask=mask),
 }
 
@@ -244,6 +271,21 @@ def test_shape_mismatch_names_both_shapes(loss_fn) -> None:
 def test_temperature_must_be_positive(loss_fn, temperature) -> None:
     with pytest.raises(ValueError, match="temperature must be > 0"):
         loss_fn(torch.randn(2, 3), torch.randn(2, 3), temperature=temperature)
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan"), float("inf")])
+def test_logits_mse_temperature_must_be_finite_and_positive(temperature: float) -> None:
+    with pytest.raises(ValueError, match="logits_mse: temperature must be a finite number > 0"):
+        logits_mse_loss(torch.randn(2, 3), torch.randn(2, 3), temperature=temperature)
+    with pytest.raises(ValueError, match="logits_mse: temperature must be a number"):
+        logits_mse_loss(torch.randn(2, 3), torch.randn(2, 3), temperature=torch.ones(2))
+
+
+def test_logits_mse_temperature_is_a_validated_option() -> None:
+    assert "temperature" in accepted_options(logits_mse_loss)
+    check_options("logits_mse", {"temperature": 2.0}, "response_options")
+    with pytest.raises(ValueError, match="temperature must be above 0"):
+        check_options("logits_mse", {"temperature": 0.0}, "response_options")
 
 
 def test_temperature_of_wrong_shape() -> None:

@@ -11,6 +11,7 @@ from distill.losses import attention_mse_loss, get
 from distill.losses.transformer import (
     attention_ce_loss,
     attention_mse_tinybert_loss,
+    mmd_loss,
     pkd_loss,
     value_relation_loss,
 )
@@ -78,6 +79,32 @@ def _pkd_reference(student, teacher) -> float:
     return total / len(student)
 
 
+def _gram(first, second) -> list[list[list[float]]]:
+    """G[b][i][j] = Σ_d first[b][i][d] · second[b][j][d] / D, by loops."""
+    a, c = first.tolist(), second.tolist()
+    hidden = len(a[0][0])
+    return [
+        [[sum(x * y for x, y in zip(a[b][i], c[b][j], strict=True)) / hidden for j in range(L)] for i in range(L)]
+        for b in range(B)
+    ]
+
+
+def _mmd_reference(student_states, teacher_states, mask=None) -> float:
+    g_s, g_t = _gram(*student_states), _gram(*teacher_states)
+    squares = [
+        (g_s[b][i][j] - g_t[b][i][j]) ** 2
+        for b in range(B)
+        for i in range(L)
+        for j in range(L)
+        if valid_position(mask, b, i) and valid_position(mask, b, j)
+    ]
+    return sum(squares) / len(squares)
+
+
+def _hidden(d_student: int = 4, d_teacher: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.randn(B, L, d_student, dtype=torch.float64), torch.randn(B, L, d_teacher, dtype=torch.float64)
+
+
 def _relation_row(values: list[list[float]], q: int, keys: list[int]) -> list[float]:
     scale = math.sqrt(len(values[q]))
     return softmax_row([sum(a * c for a, c in zip(values[q], values[k], strict=True)) / scale for k in keys])
@@ -104,6 +131,7 @@ def test_registered_names() -> None:
     assert get("attention_mse_tinybert") is attention_mse_tinybert_loss
     assert get("pkd") is pkd_loss
     assert get("value_relation") is value_relation_loss
+    assert get("mmd") is mmd_loss
 
 
 @pytest.mark.parametrize("mask", [None, MASK])
@@ -157,6 +185,28 @@ def test_pkd_by_hand() -> None:
 
 
 @pytest.mark.parametrize("mask", [None, MASK])
+def test_mmd_matches_reference(mask) -> None:
+    student, teacher = _hidden(4, 6)  # hidden sizes may differ: each Gram is divided by its own D
+    assert mmd_loss(student, teacher, mask).item() == pytest.approx(
+        _mmd_reference((student, student), (teacher, teacher), mask), rel=1e-10
+    )
+    assert mmd_loss([student], [teacher], mask).item() == pytest.approx(mmd_loss(student, teacher, mask).item())
+    (s_a, t_a), (s_b, t_b) = _hidden(4, 6), _hidden(4, 6)  # TextBrewer's two-layer form
+    got = mmd_loss([s_a, s_b], [t_a, t_b], mask)
+    assert got.item() == pytest.approx(_mmd_reference((s_a, s_b), (t_a, t_b), mask), rel=1e-10)
+
+
+def test_mmd_by_hand() -> None:
+    # One example, L = 2, position 1 padded: only the pair (0, 0) counts. G_S = (1² + 2²) / 2, G_T = 3² / 1.
+    student = torch.tensor([[[1.0, 2.0], [5.0, 7.0]]])
+    teacher = torch.tensor([[[3.0], [4.0]]])
+    assert mmd_loss(student, teacher, torch.tensor([[1, 0]])).item() == pytest.approx((2.5 - 9.0) ** 2)
+    # No mask: G_S = [[2.5, 9.5], [9.5, 37]], G_T = [[9, 12], [12, 16]], mean of the four squared gaps.
+    expected = ((2.5 - 9) ** 2 + 2 * (9.5 - 12) ** 2 + (37 - 16) ** 2) / 4
+    assert mmd_loss(student, teacher).item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("mask", [None, MASK])
 def test_value_relation_matches_reference(mask) -> None:
     student, teacher = _values(4, 5)  # head sizes may differ: each side is scaled by its own √d_head
     got = value_relation_loss(student, teacher, mask)
@@ -180,6 +230,7 @@ CASES = {
         "positions",
     ),
     "value_relation": (value_relation_loss, _values, "positions"),
+    "mmd": (mmd_loss, _hidden, "positions"),
 }
 
 
@@ -207,7 +258,7 @@ def test_gradcheck(name: str, mask) -> None:
     assert torch.autograd.gradcheck(lambda s, t: loss_fn(s, t, mask), (student, teacher))
 
 
-@pytest.mark.parametrize("name", ["attention_ce", "attention_mse_tinybert", "value_relation"])
+@pytest.mark.parametrize("name", ["attention_ce", "attention_mse_tinybert", "value_relation", "mmd"])
 def test_all_masked_is_zero_with_grad(name: str) -> None:
     loss_fn, make, _ = CASES[name]
     student, teacher = make()
@@ -251,3 +302,20 @@ def test_value_relation_errors() -> None:
         value_relation_loss(torch.randn(2, 3, 4), torch.randn(2, 2, 3, 4))
     with pytest.raises(ValueError, match=r"mask has shape \(2, 4\).*\(2, 3\)"):
         value_relation_loss(torch.randn(2, 2, 3, 4), torch.randn(2, 2, 3, 4), torch.ones(2, 4))
+
+
+def test_mmd_errors() -> None:
+    with pytest.raises(
+        ValueError, match=r"mmd: student shape \(2, 3, 4\) and teacher shape \(2, 5, 4\).*\(batch, length\)"
+    ):
+        mmd_loss(torch.randn(2, 3, 4), torch.randn(2, 5, 4))
+    with pytest.raises(
+        ValueError, match=r"student hidden states must be \(batch, length, hidden\); got shape \(2, 4\)"
+    ):
+        mmd_loss(torch.randn(2, 4), torch.randn(2, 4))
+    with pytest.raises(ValueError, match=r"the two teacher states have shapes \(2, 3, 4\) and \(2, 3, 5\)"):
+        mmd_loss(torch.randn(2, 3, 4), [torch.randn(2, 3, 4), torch.randn(2, 3, 5)])
+    with pytest.raises(ValueError, match="one hidden state or a list of two per model; got 3 for the student"):
+        mmd_loss([torch.randn(2, 3, 4)] * 3, torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match=r"mmd: mask has shape \(2, 4\).*\(2, 3\)"):
+        mmd_loss(torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.ones(2, 4))

@@ -178,8 +178,9 @@ class BuiltMatch:
         assert self.function is not None
         parameters = parameter_names(self.function)
         kwargs = dict(self.match.options)
-        if "mask" in parameters and not self.info.layer_lists:
-            kwargs["mask"] = sequence_mask(context.mask, teacher)
+        if "mask" in parameters:
+            # layer lists (FSP) share one layout: the first layer decides whether the padding mask applies
+            kwargs["mask"] = sequence_mask(context.mask, teacher[0] if self.info.layer_lists else teacher)
         if "labels" in parameters:
             kwargs["labels"] = context.labels
         return self.function(student, teacher, **kwargs)

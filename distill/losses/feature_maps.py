@@ -8,12 +8,14 @@ Student and teacher must have the same batch size and number of spatial dims.
 Spatial sizes: where a loss needs equal sizes (AT, NST, FSP's consecutive layers), a map larger than
 the other along a dim is adaptive-average-pooled to the smaller size, as RepDistiller does for square
 maps (there ``F.adaptive_avg_pool2d`` to the smaller height); each dim is pooled separately, which is
-exactly adaptive average pooling in any number of dims. SAD interpolates instead (see :func:`sad_loss`).
+exactly adaptive average pooling in any number of dims. SAD interpolates the smaller map up instead
+(see :func:`sad_loss`).
 
-No masks: a feature map is one per-example tensor with nothing padded, so ``mask`` must stay None.
-The teacher is not detached (the caller runs it under ``no_grad``). Reductions follow the reference
-code (RepDistiller, ``HobbitLong/RepDistiller`` ``distiller_zoo/``), so its loss weights carry over;
-each docstring names them.
+No masks: a feature map is one per-example tensor with nothing padded, so ``mask`` must stay None;
+only FSP takes a ``(B, L)`` mask, for sequence features ``(B, L, D)`` (see :func:`fsp_loss`). The
+teacher is not detached (the caller runs it under ``no_grad``). Reductions follow the reference code
+(RepDistiller, ``HobbitLong/RepDistiller`` ``distiller_zoo/``), so its loss weights carry over; each
+docstring names them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distill.losses.masking import check_mask, mean_or_zero
 from distill.losses.registry import register
 
 SAD_VARIANTS = ("sum", "sum_p", "max_p")
@@ -76,6 +79,13 @@ def _pool_to_smaller(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Pool whichever map is larger along each spatial dim down to the other's size."""
     size = [min(m, n) for m, n in zip(a.shape[2:], b.shape[2:], strict=True)]
     return _adaptive_pool(a, size), _adaptive_pool(b, size)
+
+
+def _interpolate(g: Tensor, size: tuple[int, ...], mode: str) -> Tensor:
+    """``g`` ``(B, *spatial)`` interpolated to ``size`` (``align_corners=False``); unchanged if already so."""
+    if tuple(g.shape[1:]) == size:
+        return g
+    return F.interpolate(g.unsqueeze(1), size=size, mode=mode, align_corners=False).squeeze(1)
 
 
 def _attention(features: Tensor, p: float) -> Tensor:
@@ -149,10 +159,13 @@ def sad_loss(
     network; here it is any target map (a teacher layer or a deeper student layer), channel counts
     may differ.
 
-    Sizes: when they differ, the student's map ``G_S`` is resized to the teacher's grid *before* the
-    softmax, by linear (1-D), bilinear (2-D) or trilinear (3-D) interpolation, ``align_corners=False``
-    (``Ψ = Φ(B(G(A)))`` in the paper, where ``B`` upsamples the smaller, deeper map to the larger).
-    A larger student map is thus interpolated down, not averaged, unlike AT and NST.
+    Sizes: when they differ, the *smaller* map ``G`` is resized up to the larger map's grid *before*
+    the softmax, by linear (1-D), bilinear (2-D) or trilinear (3-D) interpolation,
+    ``align_corners=False`` — whichever of student and teacher is the smaller (``Ψ = Φ(B(G(A)))`` in
+    the paper, where ``B`` upsamples the smaller, deeper map; the ENet-SAD PyTorch port's ``at_gen``
+    upsamples the deeper map by ``nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)``).
+    Each spatial dim goes to the larger of the two sizes, so a map larger along one dim and smaller
+    along another is resized on both sides. Nothing is shrunk, unlike AT and NST, which pool down.
 
     Reference defaults: ``variant="sum_p"``, ``p = 2``; weight 0.1, the term added only after 40K
     training episodes of a model trained without it (ENet-SAD PyTorch port, ``scale_sad_distill``).
@@ -163,10 +176,12 @@ def sad_loss(
         mode = _INTERPOLATION.get(g_s.dim() - 1)
         if mode is None:
             raise ValueError(
-                f"sad: cannot resize student shape {tuple(student.shape)} to teacher shape {tuple(teacher.shape)}: "
-                "interpolation covers 1 to 3 spatial dims; give both maps the same spatial size"
+                f"sad: cannot resize between student shape {tuple(student.shape)} and teacher shape "
+                f"{tuple(teacher.shape)}: interpolation covers 1 to 3 spatial dims; give both maps the same "
+                "spatial size"
             )
-        g_s = F.interpolate(g_s.unsqueeze(1), size=g_t.shape[1:], mode=mode, align_corners=False).squeeze(1)
+        size = tuple(max(m, n) for m, n in zip(g_s.shape[1:], g_t.shape[1:], strict=True))
+        g_s, g_t = (_interpolate(g, size, mode) for g in (g_s, g_t))
     psi_s = torch.softmax(g_s.flatten(1), dim=1)
     psi_t = torch.softmax(g_t.flatten(1), dim=1)
     return (psi_s - psi_t).pow(2).mean()
@@ -219,6 +234,26 @@ def _fsp_matrices(layers: Sequence[Tensor], role: str) -> list[Tensor]:
     return matrices
 
 
+def _fsp_sequence_matrices(layers: Sequence[Tensor], valid: Tensor, role: str) -> list[Tensor]:
+    """``Σ over valid positions of f1 f2ᵀ / n_b`` for consecutive ``(B, L, D)`` layers, ``(B, D1, D2)``.
+
+    Padded positions are set to zero with ``torch.where`` before the product (never multiplied by the
+    mask: ``0 · inf = NaN``), so junk there reaches neither the value nor the gradient.
+    """
+    zero = torch.zeros((), dtype=layers[0].dtype, device=layers[0].device)
+    clean = []
+    for index, layer in enumerate(layers):
+        if layer.dim() != 3:
+            raise ValueError(
+                f"fsp: with a (batch, length) mask the layers must be sequence features (batch, length, hidden); "
+                f"got {role} layer {index} of shape {tuple(layer.shape)}"
+            )
+        check_mask(valid, layer.shape[:2], f"fsp {role} layer {index}")
+        clean.append(torch.where(valid[..., None], layer, zero))
+    count = valid.sum(dim=1).clamp_min(1).to(clean[0].dtype)[:, None, None]  # an empty example is dropped later
+    return [a.transpose(1, 2) @ b / count for a, b in itertools.pairwise(clean)]
+
+
 @register(
     "fsp",
     layer_lists=True,
@@ -243,36 +278,54 @@ def fsp_loss(student_layers: Sequence[Tensor], teacher_layers: Sequence[Tensor],
     RepDistiller's ``FSP`` (``distiller_zoo/FSP.py``, its ``(C2, C1)`` transpose gives the same value).
     Student and teacher may differ in spatial size but must have the same channels at each layer.
 
+    Sequences: with a ``(B, L)`` 0/1 ``mask``, every layer is a sequence feature ``(B, L, D_i)`` (a
+    hidden state; all layers share ``L`` and the mask) and, per example ``b`` with ``n_b`` valid
+    positions, ``G_b = (1/n_b) Σ over valid positions l of f1(l) f2(l)ᵀ``, shape ``(D1, D2)`` — as
+    TextBrewer's ``fsp_loss`` (``src/textbrewer/losses.py``: padded states zeroed, the product divided
+    by the lengths), there for two layers, whose ``F.mse_loss`` is this mean. The mean runs over the
+    examples with at least one valid position (none at all gives 0). Without a mask, a 3-D tensor is a
+    1-D feature map ``(B, C, L)``; pass an all-ones mask for unpadded sequences.
+
     Stage: RepDistiller trains FSP only in its init stage (30 epochs on CIFAR-100, before the 240
     distillation epochs; init loss = the plain sum, weight 1), then distils with KD alone. The
     default pretrain stage here is 5 epochs, suited to short runs.
     """
-    if mask is not None:
-        raise ValueError(f"fsp takes no mask (got mask shape {tuple(mask.shape)}): feature maps are per-example")
     for role, layers in (("student", student_layers), ("teacher", teacher_layers)):
         if isinstance(layers, Tensor) or len(layers) < 2:
             got = f"a tensor of shape {tuple(layers.shape)}" if isinstance(layers, Tensor) else f"{len(layers)}"
             raise ValueError(f"fsp takes a list of at least 2 feature maps per model; got {got} for the {role}")
-        for layer in layers:
-            _check_map(layer, "fsp", role)
+        if mask is None:
+            for layer in layers:
+                _check_map(layer, "fsp", role)
     if len(student_layers) != len(teacher_layers):
         raise ValueError(
             f"fsp: {len(student_layers)} student layers but {len(teacher_layers)} teacher layers; match them one to one"
         )
-    grams_s, grams_t = _fsp_matrices(student_layers, "student"), _fsp_matrices(teacher_layers, "teacher")
+    if mask is None:
+        grams_s, grams_t = _fsp_matrices(student_layers, "student"), _fsp_matrices(teacher_layers, "teacher")
+    else:
+        valid = mask.bool()
+        grams_s = _fsp_sequence_matrices(student_layers, valid, "student")
+        grams_t = _fsp_sequence_matrices(teacher_layers, valid, "teacher")
+    channel_dim = 1 if mask is None else -1
     for index, (s, t) in enumerate(zip(student_layers, teacher_layers, strict=True)):
         if s.shape[0] != t.shape[0]:
             raise ValueError(
                 f"fsp: layer {index} student shape {tuple(s.shape)} and teacher shape {tuple(t.shape)} have "
                 "different batch sizes"
             )
-        if s.shape[1] != t.shape[1]:
+        if s.shape[channel_dim] != t.shape[channel_dim]:
+            what, fix = ("channels", "a conv1x1") if mask is None else ("hidden sizes", "a linear")
             raise ValueError(
                 f"fsp: layer {index} student shape {tuple(s.shape)} and teacher shape {tuple(t.shape)} have different "
-                "channels; put a conv1x1 connector on the student layer to give it the teacher's channels"
+                f"{what}; put {fix} connector on the student layer to give it the teacher's {what}"
             )
-    pairs = zip(grams_s, grams_t, strict=True)
-    return torch.stack([(g_s - g_t).pow(2).mean() for g_s, g_t in pairs]).sum()
+    pairs = list(zip(grams_s, grams_t, strict=True))
+    if mask is None:
+        return torch.stack([(g_s - g_t).pow(2).mean() for g_s, g_t in pairs]).sum()
+    present = valid.any(dim=1)  # examples with at least one valid position
+    terms = [mean_or_zero((g_s - g_t)[present].pow(2), g_s) for g_s, g_t in pairs]
+    return torch.stack(terms).sum()
 
 
 @register(

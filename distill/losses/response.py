@@ -10,6 +10,8 @@ zero, still attached to the graph so that ``backward()`` works.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -164,18 +166,30 @@ def soft_ce_loss(
 
 
 @register("logits_mse")
-def logits_mse_loss(student_logits: Tensor, teacher_logits: Tensor, mask: Tensor | None = None) -> Tensor:
-    """Mean squared error between logits: ``mean over valid positions and classes of (z_S − z_T)²``.
+def logits_mse_loss(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, mask: Tensor | None = None
+) -> Tensor:
+    """Mean squared error between logits at temperature ``T``: ``mean over valid positions and classes
+    of (z_S / T − z_T / T)²``, i.e. the plain logit MSE divided by T².
 
     Matching logits directly is the high-temperature limit of KD (Hinton et al. 2015, section 2.1);
-    used by e.g. Ba & Caruana (2014), "Do Deep Nets Really Need to be Deep?".
+    used by e.g. Ba & Caruana (2014), "Do Deep Nets Really Need to be Deep?". The temperature is
+    TextBrewer's ``kd_mse_loss`` (``src/textbrewer/losses.py``: both logits divided by T, then
+    ``F.mse_loss``, a mean); ``T = 1`` is the plain MSE. As a ``response_loss`` it gets the recipe's
+    ``temperature`` like ``kd`` does (unless ``response_options`` sets one), as TextBrewer applies its
+    distillation temperature to ``kd_loss_type: mse``.
 
-    Shapes: ``(B, C)`` or ``(B, L, C)``; ``mask`` ``(B,)`` or ``(B, L)``.
+    Shapes: ``(B, C)`` or ``(B, L, C)``; ``mask`` ``(B,)`` or ``(B, L)``. ``temperature``: a finite
+    number > 0.
     """
     _check_logits(student_logits, teacher_logits, "logits_mse")
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)):
+        raise ValueError(f"logits_mse: temperature must be a number, got {temperature!r}")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"logits_mse: temperature must be a finite number > 0, got {temperature}")
     student = select_positions(student_logits, mask, "logits_mse")
     teacher = select_positions(teacher_logits, mask, "logits_mse")
-    return mean_or_zero((student - teacher) ** 2, student)
+    return mean_or_zero((student / temperature - teacher / temperature) ** 2, student)
 
 
 @register("hard_ce")

@@ -1,4 +1,5 @@
-"""Losses for transformer (BERT-family) distillation: attention, [CLS] and value-relation transfer.
+"""Losses for transformer (BERT-family) distillation: attention, [CLS], token-similarity and value-relation
+transfer.
 
 Shapes follow Hugging Face: attention ``(B, heads, L, L)`` (query × key), hidden states
 ``(B, L, D)``, value vectors ``(B, heads, L, d_head)``; ``mask`` is the ``(B, L)`` padding mask. As in
@@ -9,6 +10,7 @@ the *inputs* before anything is computed, never by multiplying with the mask (``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -131,6 +133,73 @@ def pkd_loss(student_hidden: Tensor, teacher_hidden: Tensor, mask: Tensor | None
         check_mask(mask, student_hidden.shape[:2], "pkd")
     s, t = F.normalize(s, p=2.0, dim=-1), F.normalize(t, p=2.0, dim=-1)
     return ((s - t) ** 2).sum(-1).mean()
+
+
+def _mmd_states(states: Tensor | Sequence[Tensor], role: str) -> tuple[Tensor, Tensor]:
+    """One model's two ``(B, L, D)`` states; a single tensor (or a list of one) is that state twice."""
+    if isinstance(states, Tensor):
+        states = [states]
+    if len(states) not in (1, 2):
+        raise ValueError(f"mmd takes one hidden state or a list of two per model; got {len(states)} for the {role}")
+    first, second = states[0], states[-1]
+    for state in (first, second):
+        if state.dim() != 3:
+            raise ValueError(
+                f"mmd: {role} hidden states must be (batch, length, hidden); got shape {tuple(state.shape)}"
+            )
+    if first.shape != second.shape:
+        raise ValueError(
+            f"mmd: the two {role} states have shapes {tuple(first.shape)} and {tuple(second.shape)}; "
+            "they must agree (batch, length and hidden size)"
+        )
+    return first, second
+
+
+@register("mmd")
+def mmd_loss(
+    student_hidden: Tensor | Sequence[Tensor], teacher_hidden: Tensor | Sequence[Tensor], mask: Tensor | None = None
+) -> Tensor:
+    """Token-similarity matching, TextBrewer's ``mmd_loss`` (a variant of NST, Huang & Wang 2017).
+
+    For each model, from its states ``A, B`` of shape ``(B, L, D)`` (two layers, or one layer twice)::
+
+        G = A · Bᵀ / D                        (B, L, L), normalised by that model's hidden size
+        loss = mean over valid (b, i, j) of (G_S[b, i, j] − G_T[b, i, j])²
+
+    where ``(i, j)`` is valid when both positions are (so the mean divides by ``Σ_b n_b²``), and
+    without a mask the mean is over all ``B · L · L`` entries. Student and teacher hidden sizes may
+    differ (each side has its own ``D``; no connector needed); ``B`` and ``L`` must agree.
+
+    This follows the source, TextBrewer ``src/textbrewer/losses.py`` ``mmd_loss(state_S, state_T,
+    mask)``, which takes lists of two states per model, ``gram = bmm(S_0, S_1ᵀ) / S_1.size(2)``, and
+    with a mask ``(mse · mask_i · mask_j).sum() / Σ_b n_b²``. Its examples use one layer twice
+    (``layer_S: [i, i]``); in a recipe here a match of one layer per side is that case and gets the
+    padding mask, while the two-layer form is ``mmd_loss([s_a, s_b], [t_a, t_b], mask)`` from Python.
+    Padded positions are zeroed with ``torch.where`` before the product and their pairs dropped,
+    rather than multiplied by the mask as TextBrewer does, so junk there never reaches the result.
+
+    Shapes: ``(B, L, D_S)`` and ``(B, L, D_T)`` (or lists of one or two such); ``mask`` ``(B, L)``.
+    """
+    s_first, s_second = _mmd_states(student_hidden, "student")
+    t_first, t_second = _mmd_states(teacher_hidden, "teacher")
+    if s_first.shape[:2] != t_first.shape[:2]:
+        raise ValueError(
+            f"mmd: student shape {tuple(s_first.shape)} and teacher shape {tuple(t_first.shape)} must agree in "
+            "(batch, length); the hidden sizes may differ"
+        )
+    if mask is None:
+        gram_s = s_first @ s_second.transpose(1, 2) / s_second.shape[-1]
+        gram_t = t_first @ t_second.transpose(1, 2) / t_second.shape[-1]
+        return ((gram_s - gram_t) ** 2).mean()
+    valid = check_mask(mask, s_first.shape[:2], "mmd")
+    zero = torch.zeros((), dtype=s_first.dtype, device=s_first.device)
+    s_first, s_second, t_first, t_second = (
+        torch.where(valid[..., None], state, zero) for state in (s_first, s_second, t_first, t_second)
+    )
+    gram_s = s_first @ s_second.transpose(1, 2) / s_second.shape[-1]
+    gram_t = t_first @ t_second.transpose(1, 2) / t_second.shape[-1]
+    pairs = valid[:, :, None] & valid[:, None, :]
+    return mean_or_zero((gram_s - gram_t)[pairs] ** 2, gram_s)
 
 
 def _check_values(student_values: Tensor, teacher_values: Tensor, what: str) -> None:
