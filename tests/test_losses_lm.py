@@ -130,7 +130,7 @@ def test_gradcheck(loss, options):
     assert torch.autograd.gradcheck(lambda x: loss(x, t, mask=mask, **options), (s,))
 
 
-@pytest.mark.parametrize("tail", ["renormalize", "uniform"])
+@pytest.mark.parametrize("tail", ["renormalize", "uniform", "student"])
 @pytest.mark.parametrize("loss", [forward_kl_loss, reverse_kl_loss, tvd_loss, skew_kl_loss, jsd_loss])
 def test_top_k_at_the_full_vocabulary_equals_the_dense_loss(loss, tail):
     generator = torch.Generator().manual_seed(0)
@@ -190,3 +190,28 @@ def test_bad_arguments_are_one_sentence(call, message):
 def test_the_lm_losses_are_registered():
     for name in ("forward_kl", "reverse_kl", "tvd", "skew_kl", "jsd"):
         assert losses.get(name) is getattr(__import__("distill.losses.lm", fromlist=["x"]), f"{name}_loss")
+
+
+def test_the_student_tail_is_the_divergence_over_k_plus_one_buckets_by_hand():
+    teacher_logits = [2.0, 1.0, 0.0, -1.0, 0.5]
+    student_logits = [0.0, 1.0, 0.5, -0.5, 1.5]
+    p, q = _softmax(teacher_logits), _softmax(student_logits)
+    top = TopKTeacher.from_logits(torch.tensor([teacher_logits]), k=2, tail="student")  # tokens 0 and 1
+    r, big_q = 1 - p[0] - p[1], 1 - q[0] - q[1]
+    forward = p[0] * math.log(p[0] / q[0]) + p[1] * math.log(p[1] / q[1]) + r * math.log(r / big_q)
+    reverse = q[0] * math.log(q[0] / p[0]) + q[1] * math.log(q[1] / p[1]) + big_q * math.log(big_q / r)
+    tvd = 0.5 * (abs(p[0] - q[0]) + abs(p[1] - q[1]) + abs(r - big_q))
+    student = torch.tensor([student_logits], requires_grad=True)
+    assert forward_kl_loss(student, top).item() == pytest.approx(forward, rel=1e-5)
+    assert reverse_kl_loss(student, top).item() == pytest.approx(reverse, rel=1e-5)
+    assert tvd_loss(student, top).item() == pytest.approx(tvd, rel=1e-5)
+    # a lower bound of the dense divergence (merging tokens never increases a KL)
+    assert forward <= forward_kl_loss(student, torch.tensor([teacher_logits])).item() + 1e-7
+    # gradient of the bucket form: d/dz of -Σ_top p log q - r log Q, by hand through q = softmax(z)
+    forward_kl_loss(student, top).backward()
+    expected = []
+    for j in range(5):
+        d_log_q = [(1.0 if i == j else 0.0) - q[j] for i in range(5)]  # d log q_i / d z_j
+        d_log_big_q = (sum(q[i] for i in (2, 3, 4) if i == j) - big_q * q[j]) / big_q
+        expected.append(-(p[0] * d_log_q[0] + p[1] * d_log_q[1]) - r * d_log_big_q)
+    assert student.grad[0].tolist() == pytest.approx(expected, abs=1e-6)

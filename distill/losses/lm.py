@@ -21,7 +21,15 @@ completed to a full distribution before anything is computed, by one of two docu
 * ``tail="uniform"``: the k probabilities are kept and the remaining mass ``1 − Σ_k p`` is spread
   uniformly over the other ``V − k`` tokens (a full-support teacher; nothing is renormalised).
 
-With ``k = V`` both rules give back the dense teacher exactly (tested to 1e-6). The temperature is
+* ``tail="student"``: the remaining mass is spread over the other tokens in proportion to the student's
+  own (detached) probabilities. Every f-divergence then equals its value on k + 1 bins, the top k and
+  one "other tokens" bucket (MaxText's ``other_bucket``): forward KL gets the tail term
+  ``r log(r / Q)`` with ``r``, ``Q`` the teacher's and the student's mass outside the top k. By the
+  data-processing inequality this is a lower bound of the dense divergence, close to it when the two
+  tails have a similar shape; the other two rules have no such guarantee (measured in
+  ``benchmarks/lm_cache.py``).
+
+With ``k = V`` every rule gives back the dense teacher exactly (tested to 1e-6). The temperature is
 applied to the completed distribution: ``log_softmax(log p_T / T)``, which for ``renormalize`` is the
 exact tempered teacher restricted to its top k.
 """
@@ -39,8 +47,8 @@ from torch import Tensor
 from distill.losses.masking import check_mask, mean_or_zero
 from distill.losses.registry import register
 
-Tail = Literal["renormalize", "uniform"]
-TAILS: tuple[str, ...] = ("renormalize", "uniform")
+Tail = Literal["renormalize", "uniform", "student"]
+TAILS: tuple[str, ...] = ("renormalize", "uniform", "student")
 
 
 @dataclass(frozen=True)
@@ -75,8 +83,10 @@ class TopKTeacher:
         values, indices = log_probs.topk(min(k, logits.shape[-1]), dim=-1)
         return cls(indices=indices, log_probs=values, tail=tail)
 
-    def completed_log_probs(self, vocab_size: int) -> Tensor:
-        """The full ``(..., V)`` log-probabilities this top-k stands for, by its tail rule (at T = 1)."""
+    def completed_log_probs(self, vocab_size: int, student_log_probs: Tensor | None = None) -> Tensor:
+        """The full ``(..., V)`` log-probabilities this top-k stands for, by its tail rule (at T = 1).
+
+        ``student_log_probs`` ``(..., V)`` shape the ``"student"`` tail (used without gradient)."""
         if self.k > vocab_size:
             raise ValueError(f"top-k teacher has k = {self.k} but the student's vocabulary has {vocab_size} tokens")
         log_probs = at_least_float32(self.log_probs)
@@ -84,6 +94,15 @@ class TopKTeacher:
         if self.tail == "renormalize":
             log_probs = log_probs - torch.logsumexp(log_probs, dim=-1, keepdim=True)
             dense = torch.full(positions, -math.inf, dtype=log_probs.dtype, device=log_probs.device)
+        elif self.tail == "student":
+            if student_log_probs is None:
+                raise ValueError("top-k teacher with tail 'student' needs the student's log-probabilities")
+            shape = student_log_probs.detach().to(log_probs.dtype)
+            outside = shape.scatter(-1, self.indices.long(), -math.inf)
+            rest = (-torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))).clamp_min(0.0)
+            # log(r · q_j / Q): the teacher's residual r shaped like the student's tail (Q its mass there)
+            dense = outside + torch.log(rest) - torch.logsumexp(outside, dim=-1, keepdim=True)
+            dense = torch.nan_to_num(dense, nan=-math.inf)  # no tail left on either side: nothing to spread
         else:
             others = vocab_size - self.k
             rest = (-torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))).clamp_min(0.0)
@@ -134,7 +153,10 @@ def token_log_probs(
             )
         indices = _scored(teacher.indices, mask, what)
         top = TopKTeacher(indices, _scored(teacher.log_probs, mask, what), teacher.tail)
-        teacher_scores = top.completed_log_probs(vocab).to(student_logits.device)
+        shape = None
+        if top.tail == "student":
+            shape = F.log_softmax(at_least_float32(_scored(student_logits, mask, what)).detach(), dim=-1)
+        teacher_scores = top.completed_log_probs(vocab, shape).to(student_logits.device)
     else:
         if teacher.shape != student_logits.shape:
             raise ValueError(
