@@ -36,6 +36,41 @@ def test_vid_is_the_gaussian_negative_log_likelihood():
     assert vid.variance().tolist() == pytest.approx([2.0] * 6, rel=1e-6)  # starts at init_pred_var
 
 
+def _vid_by_hand(vid, student_map, teacher_map):
+    """The NLL with the given (already pooled, by hand) maps: μ from the regressor on the student map."""
+    mean = vid.regressor(student_map).tolist()
+    variance = [math.log1p(math.exp(v)) + 1e-5 for v in vid.log_scale.tolist()]
+    terms = [
+        0.5 * ((mean[b][c][i] - teacher_map[b][c][i]) ** 2 / variance[c] + math.log(variance[c]))
+        for b in range(len(mean))
+        for c in range(len(mean[0]))
+        for i in range(len(mean[0][0]))
+    ]
+    return sum(terms) / len(terms)
+
+
+def test_vid_pools_the_larger_map_down_to_the_smaller_in_both_directions():
+    torch.manual_seed(0)
+    small, large = torch.randn(2, 3, 2, dtype=torch.float64), torch.randn(2, 4, 4, dtype=torch.float64)
+    large_pooled = [[[(row[0] + row[1]) / 2, (row[2] + row[3]) / 2] for row in example] for example in large.tolist()]
+    # a smaller student: the teacher is averaged over pairs of positions (RepDistiller), the student left alone
+    vid = VIDLoss((2, 3, 2), (2, 4, 4), BuildContext()).double()
+    assert vid(small, large, _step(torch.zeros(2, 2))).item() == pytest.approx(
+        _vid_by_hand(vid, small, large_pooled), rel=1e-10
+    )
+    # a larger student: the student is pooled to the teacher's size
+    vid = VIDLoss((2, 4, 4), (2, 3, 2), BuildContext()).double()
+    pooled_student = torch.tensor(large_pooled, dtype=torch.float64)
+    assert vid(large, small, _step(torch.zeros(2, 2))).item() == pytest.approx(
+        _vid_by_hand(vid, pooled_student, small.tolist()), rel=1e-10
+    )
+
+
+def test_vid_regressor_has_no_bias_as_the_reference():
+    vid = VIDLoss((2, 3, 5, 5), (2, 4, 5, 5), BuildContext())
+    assert all(module.bias is None for module in vid.regressor if isinstance(module, torch.nn.Conv2d))
+
+
 def test_vid_gradcheck_and_vectors():
     torch.manual_seed(0)
     vid = VIDLoss((2, 3), (2, 4), BuildContext()).double()

@@ -32,9 +32,14 @@ class VIDLoss(MethodLoss):
 
         loss = mean over batch, channels and positions of  ½ · ((t − μ(s))² / σ²_c + log σ²_c)
 
-    (the negative log-likelihood up to a constant). Defaults are RepDistiller's: hidden width = the
-    teacher's channel count, initial variance ``init_pred_var`` 5.0, ε 1e-5, weight 1 per layer.
-    A student map larger than the teacher's is average-pooled to its size (as RepDistiller does).
+    (the negative log-likelihood up to a constant). Defaults are RepDistiller's (``distiller_zoo/VID.py``):
+    hidden width = the teacher's channel count, initial variance ``init_pred_var`` 5.0, ε 1e-5, weight 1
+    per layer, and a regressor of convolutions *without bias*.
+
+    Sizes, as RepDistiller: when the maps differ, the *larger* one is average-pooled down to the smaller
+    (a larger student map to the teacher's size, a larger teacher map to the student's). Upsampling the
+    student instead would ask μ to predict detail that no student position carries: a variance term
+    only the teacher has, which the learned σ² would absorb.
     """
 
     def __init__(
@@ -55,22 +60,23 @@ class VIDLoss(MethodLoss):
         student_channels, teacher_channels = student_shape[1], teacher_shape[1]
         width = hidden or teacher_channels
         self.regressor = nn.Sequential(
-            conv(student_channels, width, dims),
+            conv(student_channels, width, dims, bias=False),
             nn.ReLU(),
-            conv(width, width, dims),
+            conv(width, width, dims, bias=False),
             nn.ReLU(),
-            conv(width, teacher_channels, dims),
+            conv(width, teacher_channels, dims, bias=False),
         )
         # softplus(α) + ε = init_pred_var at the start.
         self.log_scale = nn.Parameter(torch.full((teacher_channels,), math.log(math.expm1(init_pred_var - eps))))
         self.eps = eps
-        self.teacher_size = tuple(teacher_shape[2:])
 
     def variance(self) -> Tensor:
         return F.softplus(self.log_scale) + self.eps
 
     def forward(self, student: Tensor, teacher: Tensor, context: StepContext) -> Tensor:
-        mean = self.regressor(pool_to(student, self.teacher_size))
+        size = [min(a, b) for a, b in zip(student.shape[2:], teacher.shape[2:], strict=True)]
+        mean = self.regressor(pool_to(student, size))
+        teacher = pool_to(teacher, size)
         variance = self.variance().view(1, -1, *([1] * (teacher.dim() - 2)))
         negative_log_likelihood = 0.5 * ((mean - teacher) ** 2 / variance + torch.log(variance))
         return negative_log_likelihood.mean()
