@@ -85,7 +85,35 @@ def test_factor_distance_by_hand():
     # rows normalised: s -> (0.6, 0.8), (1, 0); t -> (0, 1), (1/√2, 1/√2)
     r = 1 / math.sqrt(2)
     expected = (abs(0.6 - 0) + abs(0.8 - 1) + abs(1 - r) + abs(0 - r)) / 4
+    assert factor_distance(s, t, reduction="paper").item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_factor_distance_channel_mean_square_is_repdistillers_by_hand():
+    # (B=1, C=2, L=2) factors: the channel mean of F² is a length-2 map, then L2-normalised
+    s = torch.tensor([[[1.0, 2.0], [3.0, 0.0]]], dtype=torch.float64)  # mean of squares: (5, 2)
+    t = torch.tensor([[[0.0, 1.0], [2.0, 1.0]]], dtype=torch.float64)  # (2, 1)
+    ns, nt = math.hypot(5, 2), math.hypot(2, 1)
+    expected = (abs(5 / ns - 2 / nt) + abs(2 / ns - 1 / nt)) / 2
     assert factor_distance(s, t).item() == pytest.approx(expected, rel=1e-12)
+    # the whole-factor form of the paper is another number
+    assert factor_distance(s, t, reduction="paper").item() != pytest.approx(expected, rel=1e-3)
+    # a larger teacher factor is average-pooled to the student's length first
+    wide = torch.tensor([[[0.0, 0.0, 2.0, 0.0], [4.0, 0.0, 2.0, 0.0]]], dtype=torch.float64)  # pools to t
+    assert factor_distance(s, wide).item() == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="unknown reduction 'sum'"):
+        factor_distance(s, t, reduction="sum")
+
+
+def test_ft_batch_norm_follows_repdistiller_and_is_an_option():
+    def norms(module):
+        return sum(isinstance(m, nn.BatchNorm1d) for m in module.modules())
+
+    ft = FactorTransferLoss((4, 3, 6), (4, 8, 6), BuildContext())
+    assert norms(ft.paraphraser_encoder) == norms(ft.paraphraser_decoder) == 0 and norms(ft.translator) == 3
+    ft = FactorTransferLoss(
+        (4, 3, 6), (4, 8, 6), BuildContext(), paraphraser_batch_norm=True, translator_batch_norm=False
+    )
+    assert norms(ft.paraphraser_encoder) == 3 and norms(ft.translator) == 0
 
 
 def test_ft_pretraining_touches_only_the_paraphraser_then_freezes_it():
