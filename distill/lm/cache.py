@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from distill.losses.lm import Tail, TopKTeacher
 from distill.train.atomic import DamagedFileError, atomic_path, atomic_write_json, read_json
+from distill.train.checkpoint import sha256_of
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -64,14 +65,6 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     if backend is not None:
         return backend.to_str()
     return json.dumps(sorted(tokenizer.get_vocab().items()))
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -151,7 +144,7 @@ def fill_cache(
         name = f"shard-{len(shards):05d}.safetensors"
         with atomic_path(folder / name) as temporary:
             save_file({"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}, str(temporary))
-        shards.append({"file": name, "blocks": [start, end], "sha256": _file_sha256(folder / name)})
+        shards.append({"file": name, "blocks": [start, end], "sha256": sha256_of(folder / name)})
         atomic_write_json(folder / MANIFEST, spec.manifest(shards))
         if progress is not None:
             progress(end, blocks)
@@ -191,7 +184,7 @@ class TopKCache:
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest (a DamagedFileError names the first that differs)."""
         for shard in self.manifest["shards"]:
-            if _file_sha256(self.folder / shard["file"]) != shard["sha256"]:
+            if sha256_of(self.folder / shard["file"]) != shard["sha256"]:
                 raise DamagedFileError(f"{self.folder / shard['file']} does not match its sha256: refill the cache")
 
     def bytes_on_disk(self) -> int:
