@@ -17,7 +17,10 @@ EPS = 1e-5  # BatchNorm's default eps
 
 # Student map (B=2, C_s=2, H=1, W=2) and teacher map (B=2, C_t=3, H=1, W=3): the sizes may differ.
 STUDENT = [[[[1.0, -2.0]], [[0.5, 3.0]]], [[[-1.0, 0.0]], [[2.0, 1.0]]]]
-TEACHER = [[[[1.0, 2.0, 3.0]], [[0.0, 0.0, 3.0]], [[-1.0, 1.0, 0.0]]], [[[2.0, 2.0, 2.0]], [[1.0, 0.0, 2.0]], [[0.0, 0.0, 3.0]]]]
+TEACHER = [
+    [[[1.0, 2.0, 3.0]], [[0.0, 0.0, 3.0]], [[-1.0, 1.0, 0.0]]],
+    [[[2.0, 2.0, 2.0]], [[1.0, 0.0, 2.0]], [[0.0, 0.0, 3.0]]],
+]
 LOGITS = [[0.5, -1.0], [2.0, 0.0]]
 CONNECTOR = [[1.0, 0.5], [-1.0, 1.0], [0.5, -0.5]]  # (C_t, C_s) weights of the 1×1 conv / Linear
 BN_MEAN, BN_VAR = [0.1, -0.2, 0.0], [2.0, 0.5, 1.0]
@@ -141,10 +144,14 @@ def test_gradcheck_through_the_connector_and_the_frozen_head(form):
 
 def test_the_connector_starts_as_the_official_initialisation():
     torch.manual_seed(0)
-    srrl = SRRLLoss((8, 64, 2, 2), (8, 256, 2, 2), BuildContext(teacher=nn.Sequential(nn.Linear(256, 3))), teacher_head="0")
+    srrl = SRRLLoss(
+        (8, 64, 2, 2), (8, 256, 2, 2), BuildContext(teacher=nn.Sequential(nn.Linear(256, 3))), teacher_head="0"
+    )
     weight = srrl.connector[0].weight
     assert weight.std().item() == pytest.approx(math.sqrt(2 / 256), rel=0.05)
-    assert torch.equal(srrl.connector[1].weight, torch.ones(256)) and torch.equal(srrl.connector[1].bias, torch.zeros(256))
+    assert torch.equal(srrl.connector[1].weight, torch.ones(256)) and torch.equal(
+        srrl.connector[1].bias, torch.zeros(256)
+    )
 
 
 def test_bad_options_and_shapes_are_named():
