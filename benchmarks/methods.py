@@ -306,8 +306,8 @@ def merge_rows(record: dict, fresh: dict[str, dict], methods: list[Method], args
         for method in methods:
             if method.name in result["rows"]:
                 rows[method.name] = result["rows"][method.name]
-    every_method = benchmark_methods()
-    record["table"] = markdown(record["results"], every_method)
+    order = [name for name in setups(quick=False) if name in record["results"]]  # the JSON file sorts keys
+    record["table"] = markdown({name: record["results"][name] for name in order}, benchmark_methods())
     command = f"python benchmarks/methods.py --only {args.only} --datasets {args.datasets}"
     record.setdefault("reruns", []).append({"command": command, "versions": library_versions()})
     return record
