@@ -58,23 +58,37 @@ def read_texts(path: str | Path, column: str = "text") -> list[str]:
         raise FileNotFoundError(f"corpus file {path} does not exist")
     if path.suffix == ".txt":
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    from datasets import load_dataset
-
-    kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
-    if kind is None:
-        raise ValueError(f"{path}: unknown corpus format {path.suffix!r}; use .txt, .jsonl, .csv or .parquet")
-    table = load_dataset(kind, data_files=str(path), split="train")
+    table = _read_table(path)
     if column not in table.column_names:
         raise ValueError(f"{path}: no column {column!r}; the columns are: {', '.join(table.column_names)}")
     return [str(text) for text in table[column] if text is not None and str(text).strip()]
 
 
+def _read_table(path: str | Path):
+    """A JSONL/JSON, CSV or Parquet file as a ``datasets`` table."""
+    from datasets import load_dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    kind = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+    if kind is None:
+        raise ValueError(f"{path}: unknown format {path.suffix!r}; use .txt (corpus only), .jsonl, .csv or .parquet")
+    return load_dataset(kind, data_files=str(path), split="train")
+
+
 @dataclass(frozen=True)
 class Blocks:
-    """Token blocks of equal length: ``input_ids`` and ``labels``, both ``(blocks, length)``."""
+    """Token blocks of equal length: ``input_ids`` and ``labels``, both ``(blocks, length)``, and the
+    ``attention_mask`` (1 on real tokens, 0 on padding; all ones for a packed corpus)."""
 
     input_ids: Tensor
     labels: Tensor
+    attention_mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.attention_mask is None:
+            object.__setattr__(self, "attention_mask", torch.ones_like(self.input_ids))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -130,10 +144,27 @@ def encode_pairs(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, (ids, scored) in enumerate(rows):
         input_ids[row, : len(ids)] = torch.tensor(ids)
         labels[row, : len(scored)] = torch.tensor(scored)
-    return Blocks(input_ids=input_ids, labels=labels)
+        attention_mask[row, : len(ids)] = 1
+    return Blocks(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+
+
+def read_pairs(path: str | Path, prompt: str = "prompt", completion: str = "completion") -> tuple[list[str], list[str]]:
+    """Prompt/completion pairs of a ``.jsonl``/``.json``, ``.csv`` or ``.parquet`` file (two columns)."""
+    table = _read_table(path)
+    missing = [column for column in (prompt, completion) if column not in table.column_names]
+    if missing:
+        raise ValueError(f"{path}: no column {missing[0]!r}; the columns are: {', '.join(table.column_names)}")
+    prompts, completions = [], []
+    for number, (question, answer) in enumerate(zip(table[prompt], table[completion], strict=True), start=1):
+        if question is None or answer is None or not str(answer).strip():
+            raise ValueError(f"{path}, row {number}: an empty prompt or completion; every pair needs both")
+        prompts.append(str(question))
+        completions.append(str(answer))
+    return prompts, completions
 
 
 def prompt_tokens(prompt: str, tokenizer, chat: bool) -> list[int]:

@@ -57,18 +57,34 @@ def resolve_model_path(path: str | Path) -> Path:
     return packaged_smollm2() if str(path) == "smollm2" else Path(path)
 
 
+_LOADED: dict[tuple, nn.Module] = {}  # the last model read, by file identity: a run builds its teacher twice
+
+
+def _identity(folder: str, gguf: str | None, dtype) -> tuple:
+    """What makes two loads the same: the files (path, size, modification time) and the dtype."""
+    files = [Path(folder) / gguf] if gguf else sorted(Path(folder).glob("*"))
+    stats = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file())
+    return stats, str(dtype)
+
+
 def load_causal_lm(path: str | Path, dtype=None) -> nn.Module:
     """A ``transformers`` causal LM from a folder or a GGUF file (dequantised to float), in eval mode.
 
     Eager attention: distillation may read attention maps, and on CPU eager is as fast at these sizes.
+    Dequantising a GGUF file takes tens of seconds, so the last model read is kept and a fresh copy of it
+    returned while its files are unchanged (the recipe check and the run then read it once).
     """
     import transformers
 
     folder, gguf = _split_gguf(resolve_model_path(path))
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        folder, gguf_file=gguf, local_files_only=True, attn_implementation="eager", dtype=dtype
-    )
-    return model.eval()
+    identity = _identity(folder, gguf, dtype)
+    if identity not in _LOADED:
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=gguf, local_files_only=True, attn_implementation="eager", dtype=dtype
+        )
+        _LOADED.clear()
+        _LOADED[identity] = model.eval()
+    return copy.deepcopy(_LOADED[identity])
 
 
 def load_tokenizer(path: str | Path):

@@ -1,10 +1,10 @@
 """Model kinds, each a spec beside its builder, found by registry (``build_model(spec, context)``).
 
 Importing this package registers the built-in kinds: mlp, cnn, cnn1d, tree, multi_exit, hf (transformers
-imported only when one is built) and python (the user's own factory).
+imported only when one is built), causal_lm and python (the user's own factory).
 """
 
-from distill.models import factory, multi_exit  # noqa: F401  (register python, multi_exit)
+from distill.models import causal_lm, factory, multi_exit  # noqa: F401  (register causal_lm, python, multi_exit)
 from distill.models.cnn1d import CNN1dSpec, SmallCNN1d
 from distill.models.hf.spec import HFSpec
 from distill.models.mlp import MLP, CNNSpec, MLPSpec, SmallCNN

@@ -125,10 +125,21 @@ def export_hf(weights: Path, results: dict[str, Any], out: Path) -> nn.Module:
 
     from distill.models.hf.loading import head_class, quiet_loading
 
+    causal = results["head"] == "causal_lm"  # a language model: its tokenizer may come from a GGUF file
     with quiet_loading():
         config = transformers.AutoConfig.from_pretrained(weights.parent)
-        model = head_class(results["head"]).from_config(config)
+        model_class = transformers.AutoModelForCausalLM if causal else head_class(results["head"])
+        model = model_class.from_config(config)
         load_module_weights(model, weights)
         model.save_pretrained(out)
-        transformers.AutoTokenizer.from_pretrained(results["tokenizer"]).save_pretrained(out)
+        reader = tokenizer_of if causal else transformers.AutoTokenizer.from_pretrained
+        tokenizer = reader(results["tokenizer"])
+        tokenizer.save_pretrained(out)
     return model
+
+
+def tokenizer_of(path: str):
+    """A causal LM's tokenizer: from its folder, its GGUF file or the packaged ``smollm2``."""
+    from distill.lm.models import load_tokenizer
+
+    return load_tokenizer(path)

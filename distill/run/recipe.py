@@ -69,6 +69,10 @@ class DataSpec(StrictModel):
     labels: list[str] | None = None  # label names in id order (default: sorted; integer labels index them)
     scheme: Literal["BIO", "BIOES", "BMES"] | None = None  # tagging: inferred from the tags when not given
     rename: dict[str, str] = Field(default_factory=dict)  # column renames applied to every split
+    # language modelling (dataset: lm): prompt/completion pairs when prompt is given, else a corpus (text)
+    prompt: Text | None = None
+    completion: Text = "completion"
+    chat: bool | None = None  # wrap prompts in the tokenizer's chat template (default: when it has one)
 
     @model_validator(mode="before")
     @classmethod
@@ -86,7 +90,10 @@ class DataSpec(StrictModel):
 
     @model_validator(mode="after")
     def _files_complete(self) -> DataSpec:
-        if self.dataset == "files":
+        if self.dataset == "lm":
+            if not self.train:
+                raise ValueError("dataset lm needs data.train: a .txt, .jsonl, .csv or .parquet file of texts or pairs")
+        elif self.dataset == "files":
             if not self.train or not self.format:
                 raise ValueError(
                     "dataset files needs data.train (a file) and data.format (csv, tsv, jsonl, parquet or conll)"

@@ -58,7 +58,15 @@ def _load_text(recipe: Any, data_dir: str | None = None) -> Task:
     return load_text_task_for(recipe, data_dir)
 
 
+def _load_lm(recipe: Any, data_dir: str | None = None) -> Task:
+    from distill.tasks.lm import load_lm_task
+
+    return load_lm_task(recipe, data_dir)
+
+
 for _name in TENSOR_DATASETS:
     register_dataset(_name, load_tensor_task, "tensor")
 for _name in [*TEXT_PRESETS, "files"]:  # files: the recipe's own data.train, data.validation, ...
     register_dataset(_name, _load_text, "tokens")
+for _name in ("kjv", "lm"):  # language modelling: the King James Bible, or the recipe's own corpus or pairs
+    register_dataset(_name, _load_lm, "tokens")

@@ -1,0 +1,121 @@
+"""What a causal-LM student trains on: token-level distillation from a teacher (live, or read from the
+on-disk top-k cache) plus an optional supervised next-token term.
+
+Batches are those of :class:`~distill.tasks.lm.LMTask`: ``input_ids`` and ``attention_mask``, and as labels
+the *next-token targets* (at position t the token t + 1, ``-100`` where it is not scored: prompt, padding,
+the last position). The scored positions are therefore ``labels != -100``, for every term::
+
+    total = kd_weight · LOSS(student, teacher; temperature, mask, options) + hard_weight · CE(student, labels)
+
+with ``LOSS`` one of :data:`TOKEN_LOSSES` (``distill.response_loss``) and ``CE`` the mean next-token
+cross-entropy over scored tokens. Without a teacher (the baseline) ``total = CE``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distill.core.batch import Batch, Inputs
+from distill.losses import lm as lm_losses
+
+# name -> loss(student_logits, teacher, temperature=, mask=, **options); the teacher dense or top-k
+TOKEN_LOSSES = {
+    "forward_kl": lm_losses.forward_kl_loss,
+    "reverse_kl": lm_losses.reverse_kl_loss,
+    "tvd": lm_losses.tvd_loss,
+    "skew_kl": lm_losses.skew_kl_loss,
+    "jsd": lm_losses.jsd_loss,
+}
+
+
+def check_token_loss(name: str | None) -> None:
+    """A causal-LM student needs a token-level loss (or none: labels only); the error lists them."""
+    if name is not None and name not in TOKEN_LOSSES:
+        raise ValueError(
+            f"distill.response_loss {name!r} is not a token-level loss for a causal LM; use one of "
+            f"{', '.join(TOKEN_LOSSES)} (or null with distill.hard_weight for next-token cross-entropy alone)"
+        )
+
+
+def logits_of_lm(model: nn.Module, inputs: Inputs) -> Tensor:
+    """``(B, L, V)`` logits of a causal LM on a batch's ``input_ids`` and ``attention_mask``."""
+    if not isinstance(inputs, Mapping):
+        raise TypeError("a causal LM reads a mapping with input_ids and attention_mask")
+    return model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
+
+
+def next_token_ce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean next-token cross-entropy over scored positions (targets ``-100`` elsewhere); 0 when none is."""
+    scored = targets != -100
+    if not bool(scored.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[scored].float(), targets[scored])
+
+
+class LMObjective:
+    """Distil a causal LM (see the module docstring). ``cache`` (a :class:`~distill.lm.cache.TopKCache` of
+    the training blocks) replaces the live teacher: batches then carry their block ``index``."""
+
+    def __init__(
+        self,
+        student: nn.Module,
+        teacher: nn.Module | None,
+        loss: str | None = "forward_kl",
+        temperature: float = 1.0,
+        kd_weight: float = 1.0,
+        hard_weight: float = 0.0,
+        options: Mapping[str, Any] | None = None,
+        cache: Any = None,
+    ) -> None:
+        check_token_loss(loss)
+        self.trainable = student
+        self.teacher = teacher.eval() if teacher is not None else None
+        if self.teacher is not None:
+            for parameter in self.teacher.parameters():
+                parameter.requires_grad_(False)
+        self.loss = loss if teacher is not None or cache is not None else None
+        self.temperature, self.kd_weight, self.hard_weight = temperature, kd_weight, hard_weight
+        self.options = dict(options or {})
+        self.cache = cache
+        self.needs_index = cache is not None
+
+    def to(self, device: torch.device) -> LMObjective:
+        if self.teacher is not None:
+            self.teacher.to(device)
+        return self
+
+    def parts(self, model: nn.Module) -> dict[str, nn.Module]:
+        return {"model": model}
+
+    def predict(self, model: nn.Module, inputs: Inputs) -> Tensor:
+        return logits_of_lm(model, inputs)
+
+    def teacher_outputs(self, batch: Batch) -> Any:
+        """Dense teacher logits of the batch, or its cached top-k (:class:`~distill.losses.lm.TopKTeacher`)."""
+        if self.cache is not None:
+            if batch.index is None:
+                raise ValueError("the top-k cache is read by block index, but the batch carries none")
+            top = self.cache.teacher_for(batch.index.tolist())
+            device = batch.labels.device
+            return lm_losses.TopKTeacher(top.indices.to(device), top.log_probs.to(device), top.tail)
+        assert self.teacher is not None
+        with torch.no_grad():
+            return logits_of_lm(self.teacher, batch.inputs)
+
+    def losses(
+        self, model: nn.Module, batch: Batch, step: int = 0, total_steps: int | None = None
+    ) -> dict[str, Tensor]:
+        logits = logits_of_lm(model, batch.inputs)
+        hard = next_token_ce(logits, batch.labels)
+        if self.loss is None:
+            return {"hard_ce": hard, "total": hard}
+        loss = TOKEN_LOSSES[self.loss]
+        mask = batch.labels != -100
+        kd = loss(logits, self.teacher_outputs(batch), temperature=self.temperature, mask=mask, **self.options)
+        total = self.kd_weight * kd + (self.hard_weight * hard if self.hard_weight else 0.0)
+        return {self.loss: kd, "hard_ce": hard.detach(), "total": total}

@@ -1,0 +1,246 @@
+"""Causal language modelling as a task: a corpus packed into blocks, or prompt/completion pairs.
+
+Two datasets: ``kjv`` (the King James Bible of ../shared/data/kjv, split by chapter as its README says) and
+``lm`` (your own files: ``data.train`` and optional ``data.validation`` / ``data.test``, ``.txt`` with one
+document per line, or JSONL/CSV/Parquet with a ``data.text`` column; with ``data.prompt`` set, pairs of
+``data.prompt`` and ``data.completion`` columns where only the completion is scored). Texts are tokenised
+with the teacher's tokenizer (``teacher.model.path``) and packed into blocks of ``data.max_length`` tokens.
+
+Examples are ``input_ids``, ``attention_mask`` and as ``labels`` the next-token targets (``-100`` where a
+token is not scored), so the Trainer's evaluation loss is the mean next-token negative log-likelihood
+(its exponential the perplexity) and its accuracy the next-token top-1 accuracy, the headline ``score``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from distill.core.evaluation import evaluate
+from distill.core.method import BuildContext
+from distill.lm.corpus import Blocks, encode_pairs, next_token_targets, pack_corpus, read_kjv, read_pairs, read_texts
+from distill.models.registry import ModelContext
+from distill.tasks.text_files import default_data_dir, seeded_subset
+
+if TYPE_CHECKING:
+    from distill.train.settings import TrainSettings
+
+EVAL_BATCH = 8  # blocks per evaluation batch: logits are batch x length x vocabulary floats
+
+
+class BlockDataset(Dataset):
+    """Blocks as the Trainer's examples: ``input_ids``, ``attention_mask``, next-token ``labels``, ``index``."""
+
+    def __init__(self, blocks: Blocks, indices: Sequence[int] | None = None) -> None:
+        self.blocks = blocks
+        self.indices = list(range(len(blocks))) if indices is None else list(indices)
+        self.targets = next_token_targets(blocks.labels)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, position: int) -> dict[str, Tensor]:
+        row = self.indices[position]
+        return {
+            "input_ids": self.blocks.input_ids[row],
+            "attention_mask": self.blocks.attention_mask[row],  # type: ignore[index]
+            "labels": self.targets[row],
+            "index": torch.tensor(row),  # the block's row: where the top-k cache keeps its teacher outputs
+        }
+
+    @property
+    def scored_tokens(self) -> int:
+        return int((self.targets[self.indices] != -100).sum())
+
+
+@dataclass
+class LMTask:
+    name: str
+    train: BlockDataset
+    evaluation: dict[str, BlockDataset]  # the per-epoch split first
+    tokenizer: Any
+    tokenizer_path: str
+    vocab_size: int
+    score_split: str = "test"
+    info: dict[str, Any] = field(default_factory=dict)
+
+    inputs: ClassVar[str] = "tokens"
+    cache_teacher: ClassVar[bool] = False  # dense LM logits do not fit in memory: the top-k cache is on disk
+    latency_repeats: ClassVar[int] = 5
+
+    @property
+    def num_classes(self) -> int:
+        return self.vocab_size
+
+    def model_context(self, seed: int = 0, source: nn.Module | None = None) -> ModelContext:
+        return ModelContext(self.vocab_size, head="causal_lm", source=source, seed=seed)
+
+    def eval_split(self) -> tuple[str, Dataset]:
+        first = next(iter(self.evaluation))
+        return first, self.evaluation[first]
+
+    def trainer_options(self, settings: TrainSettings, needs_index: bool = False) -> dict[str, Any]:
+        return {"train_data": self.train}
+
+    def sample_inputs(self, count: int = 2) -> dict[str, Tensor]:
+        items = [self.train[i] for i in range(min(count, len(self.train)))]
+        return {key: torch.stack([item[key] for item in items]) for key in ("input_ids", "attention_mask")}
+
+    def split_metrics(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Next-token ``accuracy``, mean NLL (``loss``) and ``perplexity`` of ``model`` on ``split``."""
+        from distill.lm.objective import logits_of_lm
+
+        with evaluating(model):
+            loader = DataLoader(self.evaluation[split], batch_size=EVAL_BATCH)
+            metrics = evaluate(lambda inputs: logits_of_lm(model, inputs), loader)
+        return {**metrics, "perplexity": math.exp(min(metrics["loss"], 700.0))}
+
+    @torch.no_grad()
+    def teacher_kl(self, model: nn.Module, teacher: nn.Module, split: str | None = None) -> float:
+        """Held-out ``KL(p_T ‖ p_S)`` per scored token of ``split`` (default the scored one), at T = 1."""
+        from distill.lm.objective import logits_of_lm
+        from distill.losses.lm import forward_kl_loss
+
+        total, tokens = 0.0, 0
+        with evaluating(model), evaluating(teacher):
+            for batch in DataLoader(self.evaluation[split or self.score_split], batch_size=EVAL_BATCH):
+                mask = batch["labels"] != -100
+                student_logits, teacher_logits = logits_of_lm(model, batch), logits_of_lm(teacher, batch)
+                count = int(mask.sum())
+                total += float(forward_kl_loss(student_logits, teacher_logits, mask=mask)) * count
+                tokens += count
+        return total / max(tokens, 1)
+
+    def scores(self, model: nn.Module) -> dict[str, float]:
+        order = [self.score_split, *(name for name in self.evaluation if name != self.score_split)]
+        return {split: self.split_metrics(model, split)["accuracy"] for split in order}
+
+    def score(self, model: nn.Module) -> float:
+        return self.split_metrics(model, self.score_split)["accuracy"]
+
+    def latency_probe(self) -> dict[str, Tensor]:
+        """One block of the scored split: a forward pass over ``data.max_length`` tokens."""
+        item = self.evaluation[self.score_split][0]
+        return {"input_ids": item["input_ids"][None], "attention_mask": item["attention_mask"][None]}
+
+    def artefact_inputs(self) -> None:
+        return None
+
+    def build_context(self) -> BuildContext:
+        return BuildContext(num_examples=len(self.train), num_classes=self.vocab_size)
+
+    def with_train(self, indices: Sequence[int] | None = None, labels: bool = True) -> LMTask:
+        if not labels:
+            raise ValueError("a language-model corpus is its own labels: transfer.labels false does not apply")
+        chosen = self.train.indices if indices is None else [self.train.indices[i] for i in indices]
+        return dataclasses.replace(self, train=BlockDataset(self.train.blocks, chosen))
+
+    def with_unlabeled(self) -> LMTask:
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        block = self.train.blocks.input_ids.shape[1]
+        return {
+            "dataset": self.name,
+            "metric": "accuracy",
+            "metric_label": f"next-token accuracy ({self.score_split})",
+            "train_examples": len(self.train),
+            "evaluation_examples": len(self.evaluation[self.score_split]),
+            "train_tokens": self.train.scored_tokens,
+            "latency_probe": f"1 x {block} tokens",
+            "head": "causal_lm",  # what `distill export` rebuilds: AutoModelForCausalLM
+            "tokenizer": self.tokenizer_path,
+            **self.info,
+        }
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, its training flag restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _tokenizer_path(recipe: Any) -> str:
+    model = recipe.teacher.model
+    if getattr(model, "kind", None) != "causal_lm":
+        raise ValueError(
+            f"data.dataset {recipe.data.dataset!r} is language modelling: teacher.model.kind must be causal_lm "
+            f"(got {getattr(model, 'kind', None)!r})"
+        )
+    return str(model.path)
+
+
+def _encode(texts_or_pairs: Any, spec: Any, tokenizer: Any) -> Blocks:
+    if isinstance(texts_or_pairs, tuple):  # (prompts, completions)
+        return encode_pairs(*texts_or_pairs, tokenizer, spec.max_length, chat=spec.chat)
+    return pack_corpus(texts_or_pairs, tokenizer, spec.max_length)
+
+
+def _read_split(path: str, spec: Any) -> Any:
+    if spec.prompt is not None:
+        return read_pairs(path, spec.prompt, spec.completion)
+    if not isinstance(spec.text, str):
+        raise ValueError("data.text: a language-model corpus has one text column, not a list")
+    return read_texts(path, spec.text)
+
+
+def _raw_splits(spec: Any, data_dir: str | None) -> dict[str, Any]:
+    """``{"train": ..., "validation": ..., "test": ...}`` texts (or pairs) as given; missing splits absent."""
+    if spec.dataset == "kjv":
+        folder = Path(data_dir or spec.data_dir or default_data_dir("kjv"))
+        corpus = folder / "kjv.jsonl"
+        if not corpus.is_file():
+            raise FileNotFoundError(f"no {corpus}: pass data.data_dir, the folder of kjv.jsonl (../shared/data/kjv)")
+        splits = {"train": "train", "validation": "dev", "test": "test"}
+        return {name: read_kjv(corpus, split) for name, split in splits.items()}
+    splits = {"train": _read_split(spec.train, spec)}
+    for name in ("validation", "test"):
+        if getattr(spec, name) is not None:
+            splits[name] = _read_split(getattr(spec, name), spec)
+    return splits
+
+
+def load_lm_task(recipe: Any, data_dir: str | None = None) -> LMTask:
+    """The language-modelling task of ``recipe.data`` (see the module docstring)."""
+    from distill.lm.models import load_tokenizer
+
+    spec = recipe.data
+    tokenizer_path = _tokenizer_path(recipe)
+    tokenizer = load_tokenizer(tokenizer_path)
+    blocks = {name: _encode(raw, spec, tokenizer) for name, raw in _raw_splits(spec, data_dir).items()}
+    train = BlockDataset(blocks["train"], seeded_subset(len(blocks["train"]), spec.train_subset, spec.split_seed))
+    evaluation: dict[str, BlockDataset] = {}
+    if "validation" not in blocks and spec.val_size:
+        if spec.val_size >= len(train):
+            raise ValueError(f"data.val_size is {spec.val_size} but train has only {len(train)} blocks")
+        held = set(seeded_subset(len(train), spec.val_size, spec.split_seed))
+        evaluation["validation"] = BlockDataset(train.blocks, [train.indices[i] for i in sorted(held)])
+        train = BlockDataset(train.blocks, [row for i, row in enumerate(train.indices) if i not in held])
+    for name in ("validation", "test"):
+        if name in blocks:
+            split = blocks[name]
+            evaluation[name] = BlockDataset(split, seeded_subset(len(split), spec.eval_subset, spec.split_seed))
+    if not evaluation:
+        raise ValueError(
+            "a language-model run needs text to evaluate on: give data.validation, data.test or data.val_size"
+        )
+    score_split = "test" if "test" in evaluation else "validation"
+    vocab = len(tokenizer)
+    return LMTask(spec.dataset, train, evaluation, tokenizer, tokenizer_path, vocab, score_split)
