@@ -172,6 +172,10 @@ def write_report(results: dict, run_dir: Path) -> None:
     ]
     if "distillation_gain" in results:
         text.append(f"Distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} points.")
+    if results.get("head") == "causal_lm":
+        from distill.lm.report import markdown_section
+
+        text += markdown_section(results)
     if has_plot:
         text += ["", "![learning curves](curves.png)"]
     atomic_write_text(run_dir / "report.md", "\n".join(text) + "\n")

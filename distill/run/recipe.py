@@ -19,6 +19,7 @@ from distill.compress import AnyCompressStep
 from distill.core.connectors import CONNECTOR_KINDS
 from distill.core.matches import check_options
 from distill.core.schedules import Schedule
+from distill.lm.generation import GenerationSpec
 from distill.models import AnyModelSpec, MLPSpec, ModelSpec, kinds, spec_class
 from distill.names import unknown_name_message
 from distill.run.recipe_errors import format_validation_error
@@ -216,6 +217,7 @@ class Recipe(StrictModel):
     strategy: AnyStrategySpec = Offline()
     transfer: TransferSpec = TransferSpec()
     compress: list[AnyCompressStep] = Field(default_factory=list)  # after distillation, in order (distill.compress)
+    generation: GenerationSpec = GenerationSpec()  # language models: samples, seq-KD and on-policy completions
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> Recipe:

@@ -78,6 +78,7 @@ def _run_locked(
     rows = strategy.run(context)
     rows += run_compress(context, rows, recipe.compress)  # the deployment table: one row per step
     write_model_configs(rows)  # transformer rows: config.json beside the weights, for `distill export`
+    add_row_details(context, rows)
     results = summarise(
         rows,
         context.task.describe(),
@@ -87,9 +88,25 @@ def _run_locked(
         teacher_score=context.task.score(context.trained_teacher.model) if context.trained_teacher else None,
         repeats=context.task.latency_repeats,
     )
+    if context.trained_teacher is not None and hasattr(context.task, "row_details"):
+        results["teacher"]["details"] = context.task.row_details(context.trained_teacher.model, None, None)
     atomic_write_json(out / "results.json", results)
     write_report(results, out)
     return results
+
+
+def add_row_details(context: RunContext, rows: list) -> None:
+    """What the task measures beside its score (a language model's perplexity, KL, speed, generations), for
+    each (role, index)'s first seed, the one the report shows."""
+    details = getattr(context.task, "row_details", None)
+    if details is None:
+        return
+    teacher = context.trained_teacher.model if context.trained_teacher is not None else None
+    first_seed = context.recipe.seeds[0]
+    for row in rows:
+        if row.seed == first_seed:
+            run_dir = Path(row.weights).parents[2] if row.weights is not None else None
+            row.details.update(details(row.model, teacher, run_dir))
 
 
 def header(recipe: Recipe) -> dict[str, Any]:

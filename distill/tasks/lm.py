@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from distill.core.evaluation import evaluate
 from distill.core.method import BuildContext
 from distill.lm.corpus import Blocks, encode_pairs, next_token_targets, pack_corpus, read_kjv, read_pairs, read_texts
+from distill.lm.generation import GenerationSpec
 from distill.models.registry import ModelContext
 from distill.tasks.text_files import default_data_dir, seeded_subset
 
@@ -72,6 +73,7 @@ class LMTask:
     vocab_size: int
     score_split: str = "test"
     info: dict[str, Any] = field(default_factory=dict)
+    generation: GenerationSpec = field(default_factory=GenerationSpec)  # the recipe's generation: settings
 
     inputs: ClassVar[str] = "tokens"
     cache_teacher: ClassVar[bool] = False  # dense LM logits do not fit in memory: the top-k cache is on disk
@@ -131,6 +133,12 @@ class LMTask:
         """One block of the scored split: a forward pass over ``data.max_length`` tokens."""
         item = self.evaluation[self.score_split][0]
         return {"input_ids": item["input_ids"][None], "attention_mask": item["attention_mask"][None]}
+
+    def row_details(self, model: nn.Module, teacher: nn.Module | None, run_dir: Path | None) -> dict[str, Any]:
+        """Perplexity per split, KL to the teacher, tokens/s of training and generation, sample generations."""
+        from distill.lm.report import lm_details
+
+        return lm_details(self, model, teacher, self.generation, run_dir)
 
     def artefact_inputs(self) -> None:
         return None
@@ -243,4 +251,5 @@ def load_lm_task(recipe: Any, data_dir: str | None = None) -> LMTask:
         )
     score_split = "test" if "test" in evaluation else "validation"
     vocab = len(tokenizer)
-    return LMTask(spec.dataset, train, evaluation, tokenizer, tokenizer_path, vocab, score_split)
+    generation = getattr(recipe, "generation", None) or GenerationSpec()
+    return LMTask(spec.dataset, train, evaluation, tokenizer, tokenizer_path, vocab, score_split, generation=generation)

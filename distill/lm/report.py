@@ -1,0 +1,94 @@
+"""What a language-model run reports beside the table: held-out perplexity and KL to the teacher, tokens
+per second of training and of generation, and a few generations of teacher and students on the same prompts.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from distill.lm.generation import GenerationSpec, generate
+from distill.train.metrics_log import METRICS_FILE, read_records
+
+
+def sample_prompts(dataset: Any, count: int, prompt_tokens: int) -> list[list[int]]:
+    """The first ``count`` examples of a split as prompts: a pair's prompt (its unscored tokens), or a
+    corpus block's first ``prompt_tokens`` tokens."""
+    prompts = []
+    blocks = dataset.blocks
+    for row in dataset.indices[:count]:
+        scored = (blocks.labels[row] != -100).nonzero()
+        start = int(scored[0]) if len(scored) else 0
+        length = start if start > 0 else prompt_tokens
+        prompts.append(blocks.input_ids[row, :length].tolist())
+    return prompts
+
+
+def train_tokens_per_second(run_dir: Path, tokens: int) -> float | None:
+    """Scored training tokens per second of training: the tokens of an epoch over its median duration."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    seconds = [record["seconds"] for record in read_records(path) if record.get("event") == "epoch"]
+    return tokens / statistics.median(seconds) if seconds and statistics.median(seconds) > 0 else None
+
+
+def lm_details(
+    task: Any, model: nn.Module, teacher: nn.Module | None, settings: GenerationSpec, run_dir: Path | None = None
+) -> dict[str, Any]:
+    """The report entries of one model (see the module docstring)."""
+    details: dict[str, Any] = {}
+    for split in task.evaluation:
+        details[f"{split}_perplexity"] = task.split_metrics(model, split)["perplexity"]
+    if teacher is not None and teacher is not model:
+        details["teacher_kl"] = task.teacher_kl(model, teacher)
+    if run_dir is not None and (speed := train_tokens_per_second(run_dir, task.train.scored_tokens)) is not None:
+        details["train_tokens_per_second"] = speed
+    if settings.samples:
+        prompts = sample_prompts(task.evaluation[task.score_split], settings.samples, settings.prompt_tokens)
+        completions, speed = generate(model, prompts, task.tokenizer, settings)
+        details["generation_tokens_per_second"] = speed
+        decode = task.tokenizer.decode
+        details["generations"] = [
+            {"prompt": decode(prompt, skip_special_tokens=True), "completion": decode(text, skip_special_tokens=True)}
+            for prompt, text in zip(prompts, completions, strict=True)
+        ]
+    return details
+
+
+def markdown_section(results: dict[str, Any]) -> list[str]:
+    """The report's language-model table and generations, when the rows carry them (else nothing)."""
+    entries = [("teacher", results["teacher"])] if "teacher" in results else []
+    entries += [(row["label"], row) for row in results["rows"]]
+    entries = [(label, entry["details"]) for label, entry in entries if "details" in entry]
+    if not entries or not any("generations" in details or "test_perplexity" in details for _, details in entries):
+        return []
+    split = "test" if "test_perplexity" in entries[0][1] else "validation"
+    lines = [
+        "",
+        f"| model | {split} perplexity | KL to teacher | train tokens/s | generation tokens/s |",
+        "|---|---|---|---|---|",
+    ]
+    for label, details in entries:
+        cells = [
+            _number(details.get(f"{split}_perplexity"), ".2f"),
+            _number(details.get("teacher_kl"), ".4f"),
+            _number(details.get("train_tokens_per_second"), ".0f"),
+            _number(details.get("generation_tokens_per_second"), ".1f"),
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    samples = [(label, details["generations"]) for label, details in entries if details.get("generations")]
+    if samples:
+        lines += ["", "Generations on the same prompts (first seed):", ""]
+        for index, sample in enumerate(samples[0][1]):
+            lines.append(f"**Prompt {index + 1}:** {sample['prompt']!r}")
+            lines += [f"- {label}: {generations[index]['completion']!r}" for label, generations in samples]
+            lines.append("")
+    return lines
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
