@@ -101,7 +101,9 @@ def _load_for_run(
 
 def _check_out_dir(out: Path, resume: bool) -> None:
     # a folder with only the recipe in it saw no training (the data was refused, say): it can start again
-    started = out.exists() and any(entry.name not in ("recipe.yaml", LOCK_FILE) for entry in out.iterdir())
+    # (nor does a teacher cache that distill cache-teacher filled ahead of the run)
+    idle = ("recipe.yaml", LOCK_FILE, "teacher-cache")
+    started = out.exists() and any(entry.name not in idle for entry in out.iterdir())
     if started and not resume:
         raise ValueError(f"{out} already holds a run; pass --resume to continue it, or --out to choose another folder")
     if resume and not out.exists():
@@ -245,6 +247,43 @@ def train_teacher(
     console.print(
         f"teacher {label} {100 * context.task.score(teacher.model):.2f}% "
         f"({count_parameters(teacher.model):,} parameters); weights: {weights}"
+    )
+
+
+@app.command("cache-teacher")
+@friendly_errors
+def cache_teacher(
+    recipe: RecipeArgument,
+    overrides: OverridesArgument = None,
+    out: Annotated[Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")] = None,
+    data_dir: DataDirOption = None,
+    quiet: bool = False,
+) -> None:
+    """Write a causal-LM teacher's top-k for the recipe's training corpus to disk (teacher.cache), resumable."""
+    from distill.lm.cache import cache_for_task
+
+    spec, raw = load_recipe(recipe, overrides or [])
+    settings = spec.teacher.cache
+    if settings is None:
+        raise ValueError(
+            "the recipe has no teacher.cache: add e.g. teacher.cache: {top_k: 32} (or the override "
+            "teacher.cache.top_k=32), which the run then reads too"
+        )
+    out = out or Path("runs") / spec.name
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        context = make_context(spec, raw, out, True, data_dir, show_progress=not quiet)
+        teacher = context.teacher().model
+
+        def progress(done: int, total: int) -> None:
+            if not quiet:
+                console.print(f"cached {done:,} of {total:,} blocks")
+
+        cache = cache_for_task(settings, out, teacher, context.task, progress)
+    tokens = len(cache) * cache.block_size
+    console.print(
+        f"top-{cache.k} cache of {len(cache):,} blocks in {cache.folder}: {cache.bytes_on_disk():,} bytes, "
+        f"{cache.bytes_on_disk() / tokens:.1f} bytes per token"
     )
 
 

@@ -25,13 +25,16 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
+from pydantic import Field
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from distill.losses.lm import Tail, TopKTeacher
+from distill.sections import RecipeSection, Text
 from distill.train.atomic import DamagedFileError, atomic_path, atomic_write_json, read_json
 from distill.train.checkpoint import sha256_of
 
@@ -207,3 +210,41 @@ class TopKCache:
         index = torch.cat([index, torch.zeros_like(index[:, :1])], dim=1)
         values = torch.cat([values, torch.zeros_like(values[:, :1])], dim=1)
         return TopKTeacher(indices=index, log_probs=values, tail=self.tail)
+
+
+class TopKCacheSpec(RecipeSection):
+    """``teacher.cache``: train from the teacher's top-k stored on disk instead of running it live.
+
+    ``dir`` defaults to ``<run folder>/teacher-cache``; give a folder outside the run to share one cache
+    between runs (a cache built for another teacher, tokenizer, corpus or k is refused). ``distill
+    cache-teacher RECIPE`` fills it ahead; a run fills what is missing itself."""
+
+    top_k: int = Field(32, ge=1)
+    tail: Literal["renormalize", "uniform", "student"] = "renormalize"
+    dir: Text | None = None
+    batch_size: int = Field(8, ge=1)
+    shard_blocks: int = Field(256, ge=1)
+
+    def folder(self, run_dir: Path) -> Path:
+        return Path(self.dir) if self.dir else Path(run_dir) / "teacher-cache"
+
+
+def cache_for_task(
+    spec: TopKCacheSpec,
+    run_dir: Path,
+    teacher: nn.Module,
+    task: Any,
+    progress: Callable[[int, int], None] | None = None,
+) -> TopKCache:
+    """The top-k cache of ``task``'s training blocks (in dataset order), filled where it is missing."""
+    filled = fill_cache(
+        spec.folder(run_dir),
+        teacher,
+        task.tokenizer,
+        task.train.input_ids(),
+        k=spec.top_k,
+        batch_size=spec.batch_size,
+        shard_blocks=spec.shard_blocks,
+        progress=progress,
+    )
+    return TopKCache(filled.folder, expected_key=filled.manifest["key"], tail=spec.tail)

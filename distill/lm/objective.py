@@ -84,8 +84,16 @@ class LMObjective:
         self.cache = cache
         self.needs_index = cache is not None
 
+    def attach(self, run: Any, task: Any) -> None:
+        """Read the teacher from the recipe's top-k cache (``teacher.cache``), filled first where missing."""
+        spec = getattr(run.recipe.teacher, "cache", None)
+        if spec is None or self.teacher is None or self.cache is not None:
+            return
+        self.cache = run.top_k_cache(self.teacher, task)
+        self.needs_index = True
+
     def to(self, device: torch.device) -> LMObjective:
-        if self.teacher is not None:
+        if self.teacher is not None and self.cache is None:  # a cached teacher never runs in training
             self.teacher.to(device)
         return self
 

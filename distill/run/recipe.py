@@ -19,6 +19,7 @@ from distill.compress import AnyCompressStep
 from distill.core.connectors import CONNECTOR_KINDS
 from distill.core.matches import check_options
 from distill.core.schedules import Schedule
+from distill.lm.cache import TopKCacheSpec
 from distill.lm.generation import GenerationSpec
 from distill.models import AnyModelSpec, MLPSpec, ModelSpec, kinds, spec_class
 from distill.names import unknown_name_message
@@ -132,6 +133,7 @@ class TeacherSpec(StrictModel):
     seed: int = 0
     train: TrainSettings = TrainSettings()
     ensemble: EnsembleSpec | None = None  # several teachers, averaged (Hinton et al. 2015)
+    cache: TopKCacheSpec | None = None  # causal LMs: the teacher's top-k on disk (distill cache-teacher)
 
 
 class StudentSpec(StrictModel):

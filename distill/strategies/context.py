@@ -64,6 +64,7 @@ class RunContext:
     # one cache per teacher and training set, shared by every seed; the key holds both objects so that
     # neither can be freed and its id reused by another teacher (a later seed's assistant) while cached
     _caches: dict[tuple[int, int], tuple[Any, TeacherCache]] = field(default_factory=dict)
+    _top_k_caches: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)  # the same, causal LMs
 
     # ------------------------------------------------------------------ models
 
@@ -129,7 +130,20 @@ class RunContext:
         if self._teacher is None:
             ensemble = self.recipe.teacher.ensemble  # an EnsembleSpec trains its members itself
             self._teacher = ensemble.train(self) if ensemble is not None else self._single_teacher()
+            if getattr(self.recipe.teacher, "cache", None) is not None:  # filled (or refused) before any student
+                self.top_k_cache(self._teacher.model, self.task)
         return self._teacher
+
+    def top_k_cache(self, teacher: nn.Module, task: Task) -> Any:
+        """The recipe's on-disk top-k cache (``teacher.cache``) of ``teacher`` on ``task``'s training data,
+        filled where missing, once per run and shared by every seed."""
+        from distill.lm.cache import cache_for_task
+
+        key = (id(teacher), id(task.train))
+        if key not in self._top_k_caches:
+            cache = cache_for_task(self.recipe.teacher.cache, self.out, teacher, task)
+            self._top_k_caches[key] = ((teacher, task.train), cache)
+        return self._top_k_caches[key][1]
 
     @property
     def trained_teacher(self) -> TeacherModel | None:
@@ -158,13 +172,22 @@ class RunContext:
     # ------------------------------------------------------------------ objectives
 
     def objective(
-        self, teacher: nn.Module | None, student: nn.Module, spec: ModelSpec | None = None, task: Task | None = None
+        self,
+        teacher: nn.Module | None,
+        student: nn.Module,
+        spec: ModelSpec | None = None,
+        task: Task | None = None,
+        attach: bool = True,
     ) -> Any:
-        """What ``student`` trains on: its model kind's own objective if it has one (trees), else labels
-        alone (no teacher) or the recipe's ``distill:`` block from ``teacher``."""
+        """What ``student`` trains on: its model kind's own objective if it has one (trees, causal LMs), else
+        labels alone (no teacher) or the recipe's ``distill:`` block from ``teacher``. ``attach=False`` (the
+        pre-flight check) leaves the run's resources alone: an LM objective then fills no teacher cache."""
         spec = spec or self.recipe.student.model
         own = spec.objective(student, teacher, self.recipe.distill)
         if own is not None:
+            attach_to = getattr(own, "attach", None)  # an objective that reads the run (an LM's teacher cache)
+            if attach and attach_to is not None:
+                attach_to(self, task or self.task)
             return own
         if teacher is None:
             return SupervisedObjective(student)
@@ -208,7 +231,7 @@ class RunContext:
         """Build teacher, student and their objective untrained: a bad match fails now, not after training."""
         recipe = self.recipe
         teacher = self.build_teacher(recipe.teacher.model, recipe.teacher.seed)  # ensemble members share its kind
-        self.objective(teacher, self.build_student(0, source=teacher))
+        self.objective(teacher, self.build_student(0, source=teacher), attach=False)
 
 
 MULTI_LABEL_LOSSES = ("sigmoid_kd", "logits_mse")  # a softmax over independent yes/no classes is meaningless

@@ -55,8 +55,12 @@ class BlockDataset(Dataset):
             "input_ids": self.blocks.input_ids[row],
             "attention_mask": self.blocks.attention_mask[row],  # type: ignore[index]
             "labels": self.targets[row],
-            "index": torch.tensor(row),  # the block's row: where the top-k cache keeps its teacher outputs
+            "index": torch.tensor(position),  # where the top-k cache of this dataset keeps the teacher's outputs
         }
+
+    def input_ids(self) -> Tensor:
+        """``(examples, block_size)`` token ids in dataset order (what a top-k cache is filled from)."""
+        return self.blocks.input_ids[self.indices]
 
     @property
     def scored_tokens(self) -> int:
