@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,13 +56,23 @@ def left_padded(prompts: Sequence[Sequence[int]], pad_id: int) -> dict[str, Tens
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+@dataclass(frozen=True)
+class Generated:
+    """What a model wrote after each prompt: the new tokens before EOS, whether EOS came, and the speed."""
+
+    completions: list[list[int]]
+    ended: list[bool]
+    tokens_per_second: float
+
+
 @torch.no_grad()
 def generate(
     model: nn.Module, prompts: Sequence[Sequence[int]], tokenizer: Any, settings: GenerationSpec, seed: int = 0
-) -> tuple[list[list[int]], float]:
-    """The new tokens ``model`` writes after each prompt (EOS and what follows dropped), and tokens/s.
+) -> Generated:
+    """``model``'s completions of ``prompts`` (one left-padded batch) with ``settings``.
 
-    Sampling draws from its own generator state (seeded, then restored), so a report never changes training.
+    Sampling draws from a generator seeded with ``seed`` and the global RNG state is restored after, so
+    generating (a report, an on-policy batch) never changes what training draws next.
     """
     batch = left_padded(prompts, tokenizer.pad_token_id)
     device = next(model.parameters()).device
@@ -78,11 +89,7 @@ def generate(
         torch.random.set_rng_state(state)
         model.train(was_training)
     new = output[:, batch["input_ids"].shape[1] :].tolist()
-    completions = [_until_eos(tokens, tokenizer.eos_token_id) for tokens in new]
+    eos = tokenizer.eos_token_id
+    completions = [tokens[: tokens.index(eos)] if eos in tokens else tokens for tokens in new]
     written = sum(len(tokens) for tokens in completions)
-    return completions, written / seconds if seconds > 0 else 0.0
-
-
-def _until_eos(tokens: list[int], eos: int | None) -> list[int]:
-    """The tokens before the first EOS (generate pads finished rows after it)."""
-    return tokens[: tokens.index(eos)] if eos in tokens else tokens
+    return Generated(completions, [eos in tokens for tokens in new], written / seconds if seconds > 0 else 0.0)

@@ -111,6 +111,10 @@ class LMObjective:
             top = self.cache.teacher_for(batch.index.tolist())
             device = batch.labels.device
             return lm_losses.TopKTeacher(top.indices.to(device), top.log_probs.to(device), top.tail)
+        return self.live_teacher(batch)
+
+    def live_teacher(self, batch: Batch) -> Tensor:
+        """The teacher's dense logits on ``batch``, run now (whatever the cache holds)."""
         assert self.teacher is not None
         with torch.no_grad():
             return logits_of_lm(self.teacher, batch.inputs)
@@ -118,12 +122,20 @@ class LMObjective:
     def losses(
         self, model: nn.Module, batch: Batch, step: int = 0, total_steps: int | None = None
     ) -> dict[str, Tensor]:
+        return self.terms(model, batch, self.teacher_outputs)
+
+    def terms(
+        self, model: nn.Module, batch: Batch, teacher_of: Any, hard_weight: float | None = None
+    ) -> dict[str, Tensor]:
+        """The loss terms of ``batch``, the teacher from ``teacher_of(batch)``; ``hard_weight`` overrides the CE
+        weight (0 on a student's own completions)."""
         logits = logits_of_lm(model, batch.inputs)
         hard = next_token_ce(logits, batch.labels)
         if self.loss is None:
             return {"hard_ce": hard, "total": hard}
+        weight = self.hard_weight if hard_weight is None else hard_weight
         loss = TOKEN_LOSSES[self.loss]
         mask = batch.labels != -100
-        kd = loss(logits, self.teacher_outputs(batch), temperature=self.temperature, mask=mask, **self.options)
-        total = self.kd_weight * kd + (self.hard_weight * hard if self.hard_weight else 0.0)
+        kd = loss(logits, teacher_of(batch), temperature=self.temperature, mask=mask, **self.options)
+        total = self.kd_weight * kd + (weight * hard if weight else 0.0)
         return {self.loss: kd, "hard_ce": hard.detach(), "total": total}

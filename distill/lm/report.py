@@ -8,23 +8,21 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from distill.lm.generation import GenerationSpec, generate
+from distill.lm.sequences import prompts_of
 from distill.train.metrics_log import METRICS_FILE, read_records
 
 
 def sample_prompts(dataset: Any, count: int, prompt_tokens: int) -> list[list[int]]:
-    """The first ``count`` examples of a split as prompts: a pair's prompt (its unscored tokens), or a
-    corpus block's first ``prompt_tokens`` tokens."""
-    prompts = []
-    blocks = dataset.blocks
-    for row in dataset.indices[:count]:
-        scored = (blocks.labels[row] != -100).nonzero()
-        start = int(scored[0]) if len(scored) else 0
-        length = start if start > 0 else prompt_tokens
-        prompts.append(blocks.input_ids[row, :length].tolist())
-    return prompts
+    """The prompts (:func:`~distill.lm.sequences.prompts_of`) of the first ``count`` examples of a split."""
+    items = [dataset[position] for position in range(min(count, len(dataset)))]
+    if not items:
+        return []
+    stacked = {key: torch.stack([item[key] for item in items]) for key in ("input_ids", "labels", "attention_mask")}
+    return prompts_of(stacked["input_ids"], stacked["labels"], stacked["attention_mask"], prompt_tokens)
 
 
 def train_tokens_per_second(run_dir: Path, tokens: int) -> float | None:
@@ -49,12 +47,12 @@ def lm_details(
         details["train_tokens_per_second"] = speed
     if settings.samples:
         prompts = sample_prompts(task.evaluation[task.score_split], settings.samples, settings.prompt_tokens)
-        completions, speed = generate(model, prompts, task.tokenizer, settings)
-        details["generation_tokens_per_second"] = speed
+        generated = generate(model, prompts, task.tokenizer, settings)
+        details["generation_tokens_per_second"] = generated.tokens_per_second
         decode = task.tokenizer.decode
         details["generations"] = [
             {"prompt": decode(prompt, skip_special_tokens=True), "completion": decode(text, skip_special_tokens=True)}
-            for prompt, text in zip(prompts, completions, strict=True)
+            for prompt, text in zip(prompts, generated.completions, strict=True)
         ]
     return details
 

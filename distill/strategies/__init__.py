@@ -1,10 +1,11 @@
 """Strategies: how teachers and students are run, one file each, found by registry.
 
 Importing this package registers the built-in ones: offline (with ensemble teachers, transfer sets and
-teacher-assistant chains), mutual (DML), self_distill (BYOT), born_again and theseus.
+teacher-assistant chains), mutual (DML), self_distill (BYOT), born_again, theseus, and for causal LMs
+seq_kd (sequence-level KD) and on_policy (GKD).
 """
 
-from distill.strategies import born_again, offline, theseus  # noqa: F401  (register born_again, offline, theseus)
+from distill.strategies import born_again, offline, on_policy, seq_kd, theseus  # noqa: F401  (register them)
 from distill.strategies.chain import ChainStep, run_chain
 from distill.strategies.context import RunContext, TeacherModel
 from distill.strategies.ensemble import EnsembleSpec, EnsembleTeacher
