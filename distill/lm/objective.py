@@ -13,7 +13,7 @@ cross-entropy over scored tokens. Without a teacher (the baseline) ``total = CE`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distill.core.batch import Batch, Inputs
+from distill.lm.hidden import LMStudent, hidden_matches
 from distill.losses import lm as lm_losses
 
 # name -> loss(student_logits, teacher, temperature=, mask=, **options); the teacher dense or top-k
@@ -57,9 +58,16 @@ def next_token_ce(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits[scored].float(), targets[scored])
 
 
+def bare_student(model: nn.Module) -> nn.Module:
+    """The causal LM inside what the Trainer holds (DDP's ``module``, :class:`LMStudent`'s ``student``)."""
+    model = getattr(model, "module", model)
+    return model.student if isinstance(model, LMStudent) else model
+
+
 class LMObjective:
     """Distil a causal LM (see the module docstring). ``cache`` (a :class:`~distill.lm.cache.TopKCache` of
-    the training blocks) replaces the live teacher: batches then carry their block ``index``."""
+    the training blocks) replaces the live teacher: batches then carry their block ``index``. ``matches``
+    (the recipe's ``distill.matches``) add hidden-state terms (:mod:`distill.lm.hidden`)."""
 
     def __init__(
         self,
@@ -71,9 +79,10 @@ class LMObjective:
         hard_weight: float = 0.0,
         options: Mapping[str, Any] | None = None,
         cache: Any = None,
+        matches: Sequence[Any] = (),
     ) -> None:
         check_token_loss(loss)
-        self.trainable = student
+        self.student = student
         self.teacher = teacher.eval() if teacher is not None else None
         if self.teacher is not None:
             for parameter in self.teacher.parameters():
@@ -83,12 +92,26 @@ class LMObjective:
         self.options = dict(options or {})
         self.cache = cache
         self.needs_index = cache is not None
+        self.matches = list(matches) if self.teacher is not None else []
+        self.trainable: nn.Module = student
+        if self.matches:
+            assert self.teacher is not None
+            found = hidden_matches(
+                self.matches, student.config.num_hidden_layers, self.teacher.config.num_hidden_layers
+            )
+            project = any(getattr(spec, "connector", None) == "linear" for spec in self.matches)
+            self.trainable = LMStudent(student, found, self.teacher.config.hidden_size, project)
 
     def attach(self, run: Any, task: Any) -> None:
         """Read the teacher from the recipe's top-k cache (``teacher.cache``), filled first where missing."""
         spec = getattr(run.recipe.teacher, "cache", None)
         if spec is None or self.teacher is None or self.cache is not None:
             return
+        if self.matches:
+            raise ValueError(
+                "teacher.cache holds the teacher's top-k logits, not its hidden states: distill.matches need the "
+                "live teacher; drop teacher.cache or the matches"
+            )
         self.cache = run.top_k_cache(self.teacher, task)
         self.needs_index = True
 
@@ -98,10 +121,13 @@ class LMObjective:
         return self
 
     def parts(self, model: nn.Module) -> dict[str, nn.Module]:
+        if isinstance(model, LMStudent):
+            projections = any(True for _ in model.projections.state_dict())
+            return {"model": model.student, **({"projections": model.projections} if projections else {})}
         return {"model": model}
 
     def predict(self, model: nn.Module, inputs: Inputs) -> Tensor:
-        return logits_of_lm(model, inputs)
+        return logits_of_lm(bare_student(model), inputs)
 
     def teacher_outputs(self, batch: Batch) -> Any:
         """Dense teacher logits of the batch, or its cached top-k (:class:`~distill.losses.lm.TopKTeacher`)."""
@@ -124,18 +150,37 @@ class LMObjective:
     ) -> dict[str, Tensor]:
         return self.terms(model, batch, self.teacher_outputs)
 
+    def _forward(self, model: nn.Module, batch: Batch, teacher_of: Any) -> tuple[Tensor, Any, dict[str, Tensor]]:
+        """Student logits, the teacher's outputs (or None) and the hidden-state terms of one batch."""
+        if not self.matches:
+            logits = logits_of_lm(model, batch.inputs)
+            return logits, teacher_of(batch) if self.loss is not None else None, {}
+        assert self.teacher is not None
+        inputs = batch.inputs
+        with torch.no_grad():
+            teacher = self.teacher(
+                input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"), output_hidden_states=True
+            )
+        logits, hidden = model(inputs, teacher.hidden_states, batch.labels != -100)
+        return logits, teacher.logits, hidden
+
     def terms(
         self, model: nn.Module, batch: Batch, teacher_of: Any, hard_weight: float | None = None
     ) -> dict[str, Tensor]:
         """The loss terms of ``batch``, the teacher from ``teacher_of(batch)``; ``hard_weight`` overrides the CE
         weight (0 on a student's own completions)."""
-        logits = logits_of_lm(model, batch.inputs)
+        logits, teacher, hidden = self._forward(model, batch, teacher_of)
         hard = next_token_ce(logits, batch.labels)
-        if self.loss is None:
+        if self.loss is None and not hidden:
             return {"hard_ce": hard, "total": hard}
         weight = self.hard_weight if hard_weight is None else hard_weight
-        loss = TOKEN_LOSSES[self.loss]
-        mask = batch.labels != -100
-        kd = loss(logits, teacher_of(batch), temperature=self.temperature, mask=mask, **self.options)
-        total = self.kd_weight * kd + (weight * hard if weight else 0.0)
-        return {self.loss: kd, "hard_ce": hard.detach(), "total": total}
+        terms = dict(hidden)
+        total = sum(hidden.values()) if hidden else logits.sum() * 0.0
+        if self.loss is not None:
+            mask = batch.labels != -100
+            kd = TOKEN_LOSSES[self.loss](logits, teacher, temperature=self.temperature, mask=mask, **self.options)
+            terms[self.loss] = kd
+            total = total + self.kd_weight * kd
+        if weight:
+            total = total + weight * hard
+        return {**terms, "hard_ce": hard.detach(), "total": total}

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from distill.core.batch import Batch
 from distill.lm.generation import GenerationSpec, generate
-from distill.lm.objective import LMObjective
+from distill.lm.objective import LMObjective, bare_student
 from distill.lm.sequences import as_batch_inputs, prompts_of, with_completions
 
 STEP_STRIDE = 1_000_003  # seeds of (seed, step) pairs never collide for fewer steps than this
@@ -37,8 +37,9 @@ class OnPolicyObjective(LMObjective):
         if base.teacher is None or base.loss is None:
             raise ValueError("on-policy distillation needs a teacher and a token-level distill.response_loss")
         super().__init__(
-            base.trainable, base.teacher, base.loss, base.temperature, base.kd_weight, base.hard_weight, base.options
+            base.student, base.teacher, base.loss, base.temperature, base.kd_weight, base.hard_weight, base.options
         )
+        self.matches, self.trainable = base.matches, base.trainable  # the same projections, if any
         self.fraction, self.generation, self.tokenizer, self.seed = student_data_fraction, generation, tokenizer, seed
         self.on_policy_batches = 0  # how many batches the student wrote (reported in tests and logs)
 
@@ -57,7 +58,7 @@ class OnPolicyObjective(LMObjective):
         """The batch's prompts completed by ``model`` (sampling seeded by the step)."""
         inputs = batch.inputs
         prompts = prompts_of(inputs["input_ids"], batch.labels, inputs["attention_mask"], self.generation.prompt_tokens)
-        student = getattr(model, "module", model)  # DDP wraps the model; generate lives on the inner one
+        student = bare_student(model)  # generate lives on the causal LM, inside DDP and the projections
         written = generate(student, prompts, self.tokenizer, self.generation, seed=self.seed * STEP_STRIDE + step)
         pad = self.tokenizer.pad_token_id
         blocks = with_completions(prompts, written.completions, written.ended, pad, self.tokenizer.eos_token_id)

@@ -82,4 +82,5 @@ class CausalLMSpec(ModelSpec):
             distill.kd_weight,
             distill.hard_weight,
             distill.response_options,
+            matches=distill.matches,
         )
