@@ -55,3 +55,37 @@ def kjv_files(folder: Path, verses: int = 240) -> dict[str, Path]:
         paths[name] = folder / f"{name}.txt"
         paths[name].write_text("\n".join(texts) + "\n", encoding="utf-8")
     return paths
+
+
+def own_tokenizer_folder(folder: Path, layers: int = 2, seed: int = 1) -> Path:
+    """A tiny Llama with its own word-piece tokenizer (trained on KJV verses: another, smaller vocabulary)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    verses = []
+    with open(KJV, encoding="utf-8") as rows:
+        for _ in range(400):
+            verses.append(json.loads(next(rows))["text"])
+    raw = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    raw.normalizer = normalizers.BertNormalizer(lowercase=True)
+    raw.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    raw.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[EOS]"]
+    raw.train_from_iterator(verses, trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials))
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=raw, pad_token="[PAD]", unk_token="[UNK]", eos_token="[EOS]"
+    )
+    torch.manual_seed(seed)
+    config = transformers.LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=128,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

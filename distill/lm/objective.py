@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from distill.core.batch import Batch, Inputs
+from distill.core.batch import TEACHER_PREFIX, Batch, Inputs
 from distill.lm.hidden import LMStudent, hidden_matches
 from distill.losses import lm as lm_losses
+from distill.losses.uld import uld_loss
 
 # name -> loss(student_logits, teacher, temperature=, mask=, **options); the teacher dense or top-k
 TOKEN_LOSSES = {
@@ -34,20 +35,30 @@ TOKEN_LOSSES = {
 }
 
 
+CROSS_TOKENIZER = "uld"  # pairs each model's own tokens by position (distill.losses.uld)
+
+
 def check_token_loss(name: str | None) -> None:
     """A causal-LM student needs a token-level loss (or none: labels only); the error lists them."""
-    if name is not None and name not in TOKEN_LOSSES:
+    if name is not None and name not in TOKEN_LOSSES and name != CROSS_TOKENIZER:
         raise ValueError(
             f"distill.response_loss {name!r} is not a token-level loss for a causal LM; use one of "
-            f"{', '.join(TOKEN_LOSSES)} (or null with distill.hard_weight for next-token cross-entropy alone)"
+            f"{', '.join([*TOKEN_LOSSES, CROSS_TOKENIZER])} (or null with distill.hard_weight for next-token "
+            "cross-entropy alone)"
         )
 
 
 def logits_of_lm(model: nn.Module, inputs: Inputs) -> Tensor:
-    """``(B, L, V)`` logits of a causal LM on a batch's ``input_ids`` and ``attention_mask``."""
+    """``(B, L, V)`` logits of a causal LM on a batch's ``input_ids`` and ``attention_mask``; a teacher with its
+    own tokenizer (marked by :func:`~distill.core.batch.reads_teacher_encoding`) reads the ``teacher_`` keys."""
     if not isinstance(inputs, Mapping):
         raise TypeError("a causal LM reads a mapping with input_ids and attention_mask")
-    return model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits
+    prefix = (
+        TEACHER_PREFIX
+        if getattr(model, "distill_teacher_encoding", False) and f"{TEACHER_PREFIX}input_ids" in inputs
+        else ""
+    )
+    return model(input_ids=inputs[f"{prefix}input_ids"], attention_mask=inputs.get(f"{prefix}attention_mask")).logits
 
 
 def next_token_ce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -107,6 +118,8 @@ class LMObjective:
         spec = getattr(run.recipe.teacher, "cache", None)
         if spec is None or self.teacher is None or self.cache is not None:
             return
+        if self.loss == CROSS_TOKENIZER:
+            raise ValueError("teacher.cache stores the teacher's top-k on its own tokens: uld needs the live teacher")
         if self.matches:
             raise ValueError(
                 "teacher.cache holds the teacher's top-k logits, not its hidden states: distill.matches need the "
@@ -177,10 +190,17 @@ class LMObjective:
         terms = dict(hidden)
         total = sum(hidden.values()) if hidden else logits.sum() * 0.0
         if self.loss is not None:
-            mask = batch.labels != -100
-            kd = TOKEN_LOSSES[self.loss](logits, teacher, temperature=self.temperature, mask=mask, **self.options)
+            kd = self._logit_term(logits, teacher, batch)
             terms[self.loss] = kd
             total = total + self.kd_weight * kd
         if weight:
             total = total + weight * hard
         return {**terms, "hard_ce": hard.detach(), "total": total}
+
+    def _logit_term(self, logits: Tensor, teacher: Any, batch: Batch) -> Tensor:
+        mask = batch.labels != -100
+        if self.loss == CROSS_TOKENIZER:  # each model's scored positions, paired in order
+            teacher_labels = batch.inputs.get(f"{TEACHER_PREFIX}labels")  # type: ignore[union-attr]
+            teacher_mask = mask if teacher_labels is None else teacher_labels != -100
+            return uld_loss(logits, teacher, self.temperature, student_mask=mask, teacher_mask=teacher_mask)
+        return TOKEN_LOSSES[self.loss](logits, teacher, temperature=self.temperature, mask=mask, **self.options)  # type: ignore[index]

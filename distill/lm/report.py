@@ -39,17 +39,18 @@ def lm_details(
 ) -> dict[str, Any]:
     """The report entries of one model (see the module docstring)."""
     details: dict[str, Any] = {}
-    for split in task.evaluation:
+    evaluation, tokenizer = task.side(model)  # a teacher with its own tokenizer reads its own encoding
+    for split in evaluation:
         details[f"{split}_perplexity"] = task.split_metrics(model, split)["perplexity"]
-    if teacher is not None and teacher is not model:
+    if teacher is not None and teacher is not model and not task.two_encodings:  # KL needs one vocabulary
         details["teacher_kl"] = task.teacher_kl(model, teacher)
     if run_dir is not None and (speed := train_tokens_per_second(run_dir, task.train.scored_tokens)) is not None:
         details["train_tokens_per_second"] = speed
     if settings.samples:
-        prompts = sample_prompts(task.evaluation[task.score_split], settings.samples, settings.prompt_tokens)
-        generated = generate(model, prompts, task.tokenizer, settings)
+        prompts = sample_prompts(evaluation[task.score_split], settings.samples, settings.prompt_tokens)
+        generated = generate(model, prompts, tokenizer, settings)
         details["generation_tokens_per_second"] = generated.tokens_per_second
-        decode = task.tokenizer.decode
+        decode = tokenizer.decode
         details["generations"] = [
             {"prompt": decode(prompt, skip_special_tokens=True), "completion": decode(text, skip_special_tokens=True)}
             for prompt, text in zip(prompts, generated.completions, strict=True)

@@ -19,11 +19,16 @@ from distill.strategies.registry import Row, StrategySpec, register_strategy
 
 
 def check_language_model(recipe: Any, kind: str) -> None:
-    """The LM strategies need a causal-LM student on a language-model dataset."""
+    """The LM strategies need a causal-LM student on a language-model dataset, sharing the teacher's tokens."""
     if recipe.student.model.kind != "causal_lm" or recipe.data.dataset not in ("kjv", "lm"):
         raise ValueError(
             f"strategy {kind} distils causal language models: student.model.kind must be causal_lm and data.dataset "
             f"kjv or lm (got {recipe.student.model.kind!r} on {recipe.data.dataset!r})"
+        )
+    if recipe.distill.response_loss == "uld":
+        raise ValueError(
+            f"strategy {kind} passes generated tokens between teacher and student, which needs one tokenizer: "
+            "uld (two tokenizers) works with the offline strategy"
         )
 
 

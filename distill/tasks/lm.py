@@ -39,24 +39,41 @@ EVAL_BATCH = 8  # blocks per evaluation batch: logits are batch x length x vocab
 
 
 class BlockDataset(Dataset):
-    """Blocks as the Trainer's examples: ``input_ids``, ``attention_mask``, next-token ``labels``, ``index``."""
+    """Blocks as the Trainer's examples: ``input_ids``, ``attention_mask``, next-token ``labels``, ``index``; with
+    ``teacher_blocks`` (a teacher with another tokenizer: the same texts, row by row, in its tokens) also the
+    ``teacher_``-prefixed three, which only a model marked as the teacher reads."""
 
-    def __init__(self, blocks: Blocks, indices: Sequence[int] | None = None) -> None:
-        self.blocks = blocks
+    def __init__(
+        self, blocks: Blocks, indices: Sequence[int] | None = None, teacher_blocks: Blocks | None = None
+    ) -> None:
+        self.blocks, self.teacher_blocks = blocks, teacher_blocks
         self.indices = list(range(len(blocks))) if indices is None else list(indices)
         self.targets = next_token_targets(blocks.labels)
+        self.teacher_targets = None if teacher_blocks is None else next_token_targets(teacher_blocks.labels)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, position: int) -> dict[str, Tensor]:
         row = self.indices[position]
-        return {
+        item = {
             "input_ids": self.blocks.input_ids[row],
             "attention_mask": self.blocks.attention_mask[row],  # type: ignore[index]
             "labels": self.targets[row],
             "index": torch.tensor(position),  # where the top-k cache of this dataset keeps the teacher's outputs
         }
+        if self.teacher_blocks is not None:
+            item["teacher_input_ids"] = self.teacher_blocks.input_ids[row]
+            item["teacher_attention_mask"] = self.teacher_blocks.attention_mask[row]  # type: ignore[index]
+            item["teacher_labels"] = self.teacher_targets[row]  # type: ignore[index]
+        return item
+
+    def for_teacher(self) -> BlockDataset:
+        """The teacher's encoding of the same examples under the plain keys (itself with one tokenizer)."""
+        return self if self.teacher_blocks is None else BlockDataset(self.teacher_blocks, self.indices)
+
+    def subset(self, indices: Sequence[int]) -> BlockDataset:
+        return BlockDataset(self.blocks, indices, self.teacher_blocks)
 
     def input_ids(self) -> Tensor:
         """``(examples, block_size)`` token ids in dataset order (what a top-k cache is filled from)."""
@@ -78,6 +95,19 @@ class LMTask:
     score_split: str = "test"
     info: dict[str, Any] = field(default_factory=dict)
     generation: GenerationSpec = field(default_factory=GenerationSpec)  # the recipe's generation: settings
+    teacher_tokenizer: Any = None  # the teacher's, when it tokenises otherwise than the student (ULD)
+
+    @property
+    def two_encodings(self) -> bool:
+        """The teacher reads its own encoding (``teacher_`` keys): the run's teacher is marked to."""
+        return self.teacher_tokenizer is not None
+
+    def side(self, model: nn.Module) -> tuple[dict[str, BlockDataset], Any]:
+        """The evaluation splits and the tokenizer of ``model``: the teacher's own when it is marked as the
+        teacher of a two-tokenizer task, else the student's."""
+        if self.two_encodings and getattr(model, "distill_teacher_encoding", False):
+            return {name: split.for_teacher() for name, split in self.evaluation.items()}, self.teacher_tokenizer
+        return self.evaluation, self.tokenizer
 
     inputs: ClassVar[str] = "tokens"
     cache_teacher: ClassVar[bool] = False  # dense LM logits do not fit in memory: the top-k cache is on disk
@@ -106,7 +136,7 @@ class LMTask:
         from distill.lm.objective import logits_of_lm
 
         with evaluating(model):
-            loader = DataLoader(self.evaluation[split], batch_size=EVAL_BATCH)
+            loader = DataLoader(self.side(model)[0][split], batch_size=EVAL_BATCH)
             metrics = evaluate(lambda inputs: logits_of_lm(model, inputs), loader)
         return {**metrics, "perplexity": math.exp(min(metrics["loss"], 700.0))}
 
@@ -154,7 +184,7 @@ class LMTask:
         if not labels:
             raise ValueError("a language-model corpus is its own labels: transfer.labels false does not apply")
         chosen = self.train.indices if indices is None else [self.train.indices[i] for i in indices]
-        return dataclasses.replace(self, train=BlockDataset(self.train.blocks, chosen))
+        return dataclasses.replace(self, train=self.train.subset(chosen))
 
     def with_unlabeled(self) -> LMTask:
         return self
@@ -229,31 +259,97 @@ def _raw_splits(spec: Any, data_dir: str | None) -> dict[str, Any]:
     return splits
 
 
+def _student_tokenizer(recipe: Any, teacher_path: str, teacher_tokenizer: Any) -> tuple[str, Any] | None:
+    """``(path, tokenizer)`` of a student from its own folder whose vocabulary is not the teacher's, else None.
+
+    Token-level losses compare distributions over one vocabulary, so a different one is refused unless the
+    recipe's loss is the cross-tokenizer ``uld``."""
+    from distill.lm.models import load_tokenizer
+
+    student = recipe.student.model
+    if getattr(student, "kind", None) != "causal_lm" or student.layers is not None or str(student.path) == teacher_path:
+        return None
+    tokenizer = load_tokenizer(student.path)
+    if tokenizer.get_vocab() == teacher_tokenizer.get_vocab():
+        return None
+    if recipe.distill.response_loss != "uld":
+        raise ValueError(
+            f"the student's tokenizer ({student.path}, {len(tokenizer):,} tokens) is not the teacher's "
+            f"({teacher_path}, {len(teacher_tokenizer):,} tokens): token-level losses compare one vocabulary; use "
+            "distill.response_loss: uld (cross-tokenizer, Boizard et al. 2024), or a student with the teacher's "
+            "tokenizer"
+        )
+    if "train" in recipe.teacher.model_fields_set or recipe.teacher.cache is not None:
+        raise ValueError("with two tokenizers the teacher is used as it is: drop teacher.train and teacher.cache")
+    return str(student.path), tokenizer
+
+
+def word_chunks(texts: Sequence[str], words: int) -> list[str]:
+    """Texts cut into pieces of ``words`` words: what two tokenizers encode separately (no packing across)."""
+    pieces = []
+    for text in texts:
+        tokens = text.split()
+        pieces += [" ".join(tokens[start : start + words]) for start in range(0, len(tokens), words)]
+    return pieces
+
+
+def _encode_both(raw: Any, spec: Any, student: Any, teacher: Any) -> tuple[Blocks, Blocks]:
+    """The same examples in the student's and the teacher's tokens, row by row (see :mod:`distill.losses.uld`
+    for how positions are paired): pairs as they are, a corpus in pieces of ``max_length // 2`` words."""
+    if isinstance(raw, tuple):
+        return encode_pairs(*raw, student, spec.max_length, chat=spec.chat), encode_pairs(
+            *raw, teacher, spec.max_length, chat=spec.chat
+        )
+    pieces = word_chunks(raw, max(1, spec.max_length // 2))
+    empty = [""] * len(pieces)  # a corpus piece is all completion: every token scored
+    return (
+        encode_pairs(empty, pieces, student, spec.max_length, chat=False),
+        encode_pairs(empty, pieces, teacher, spec.max_length, chat=False),
+    )
+
+
 def load_lm_task(recipe: Any, data_dir: str | None = None) -> LMTask:
     """The language-modelling task of ``recipe.data`` (see the module docstring)."""
     from distill.lm.models import load_tokenizer
 
     spec = recipe.data
-    tokenizer_path = _tokenizer_path(recipe)
-    tokenizer = load_tokenizer(tokenizer_path)
-    blocks = {name: _encode(raw, spec, tokenizer) for name, raw in _raw_splits(spec, data_dir).items()}
-    train = BlockDataset(blocks["train"], seeded_subset(len(blocks["train"]), spec.train_subset, spec.split_seed))
+    teacher_path = _tokenizer_path(recipe)
+    teacher_tokenizer = load_tokenizer(teacher_path)
+    own = _student_tokenizer(recipe, teacher_path, teacher_tokenizer)
+    tokenizer_path, tokenizer = own if own is not None else (teacher_path, teacher_tokenizer)
+    raw_splits = _raw_splits(spec, data_dir)
+    if own is None:
+        encoded = {name: (_encode(raw, spec, tokenizer), None) for name, raw in raw_splits.items()}
+    else:
+        encoded = {name: _encode_both(raw, spec, tokenizer, teacher_tokenizer) for name, raw in raw_splits.items()}
+    blocks, teacher_blocks = encoded["train"]
+    train = BlockDataset(blocks, seeded_subset(len(blocks), spec.train_subset, spec.split_seed), teacher_blocks)
     evaluation: dict[str, BlockDataset] = {}
-    if "validation" not in blocks and spec.val_size:
+    if "validation" not in encoded and spec.val_size:
         if spec.val_size >= len(train):
             raise ValueError(f"data.val_size is {spec.val_size} but train has only {len(train)} blocks")
         held = set(seeded_subset(len(train), spec.val_size, spec.split_seed))
-        evaluation["validation"] = BlockDataset(train.blocks, [train.indices[i] for i in sorted(held)])
-        train = BlockDataset(train.blocks, [row for i, row in enumerate(train.indices) if i not in held])
+        evaluation["validation"] = train.subset([train.indices[i] for i in sorted(held)])
+        train = train.subset([row for i, row in enumerate(train.indices) if i not in held])
     for name in ("validation", "test"):
-        if name in blocks:
-            split = blocks[name]
-            evaluation[name] = BlockDataset(split, seeded_subset(len(split), spec.eval_subset, spec.split_seed))
+        if name in encoded:
+            split, teacher_split = encoded[name]
+            chosen = seeded_subset(len(split), spec.eval_subset, spec.split_seed)
+            evaluation[name] = BlockDataset(split, chosen, teacher_split)
     if not evaluation:
         raise ValueError(
             "a language-model run needs text to evaluate on: give data.validation, data.test or data.val_size"
         )
     score_split = "test" if "test" in evaluation else "validation"
-    vocab = len(tokenizer)
     generation = getattr(recipe, "generation", None) or GenerationSpec()
-    return LMTask(spec.dataset, train, evaluation, tokenizer, tokenizer_path, vocab, score_split, generation=generation)
+    return LMTask(
+        spec.dataset,
+        train,
+        evaluation,
+        tokenizer,
+        tokenizer_path,
+        len(tokenizer),
+        score_split,
+        generation=generation,
+        teacher_tokenizer=None if own is None else teacher_tokenizer,
+    )
