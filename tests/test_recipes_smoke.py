@@ -21,6 +21,8 @@ SHORT = ["seeds=[0]", "teacher.train.epochs=1", "student.train.epochs=1"]
 EXTRA = {  # settings that multiply training runs, cut for the smoke test
     "ensemble-mnist1d": ["teacher.ensemble.members=2"],
     "born-again-mnist1d": ["strategy.generations=1"],
+    # the real SmolLM2 teacher (offline, from its PyPI package) on a few KJV blocks
+    "smollm2-kjv": ["data.train_subset=8", "data.eval_subset=2", "generation.samples=1", "generation.max_new_tokens=4"],
 }
 TEXT_LINES = {  # lines kept of each split file
     "sst2": {"train.tsv": 41, "dev.tsv": 25},
