@@ -140,14 +140,19 @@ def encode_pairs(
         ids = (prompt_ids + completion_ids)[:max_length]
         labels = ([IGNORE] * len(prompt_ids) + completion_ids)[:max_length]
         rows.append((ids, labels))
-    width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    return right_padded(rows, pad)
+
+
+def right_padded(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> Blocks:
+    """``(token ids, labels)`` rows right-padded to the longest: ``pad_id`` ids, -100 labels, mask 0."""
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
     for row, (ids, scored) in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(scored)] = torch.tensor(scored)
+        input_ids[row, : len(ids)] = torch.tensor(list(ids))
+        labels[row, : len(scored)] = torch.tensor(list(scored))
         attention_mask[row, : len(ids)] = 1
     return Blocks(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
 

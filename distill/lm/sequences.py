@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
-from distill.lm.corpus import IGNORE, Blocks, next_token_targets
+from distill.lm.corpus import IGNORE, Blocks, next_token_targets, right_padded
 
 
 def prompt_length(targets: Tensor, prompt_tokens: int) -> int:
@@ -46,15 +45,7 @@ def with_completions(
     for prompt, completion, stopped in zip(prompts, completions, ended, strict=True):
         tail = list(completion) + ([eos_id] if stopped else [])
         rows.append((list(prompt) + tail, [IGNORE] * len(prompt) + tail))
-    width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, (ids, scored) in enumerate(rows):
-        input_ids[row, : len(ids)] = torch.tensor(ids)
-        labels[row, : len(scored)] = torch.tensor(scored)
-        attention_mask[row, : len(ids)] = 1
-    return Blocks(input_ids=input_ids, labels=labels, attention_mask=attention_mask)
+    return right_padded(rows, pad_id)
 
 
 def as_batch_inputs(blocks: Blocks) -> tuple[dict[str, Tensor], Tensor]:
