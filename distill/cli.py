@@ -1,4 +1,4 @@
-"""The ``distill`` command line: demo, run, train-teacher, eval, inspect."""
+"""The ``distill`` command line: demo, run, export, predict, train-teacher, cache-teacher, eval, inspect."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from distill.capture import Capture, is_transformer, layout_of, module_names, open_capture
-from distill.core.batch import call_model
 from distill.losses.registry import UnknownLossError
 from distill.models import build_model, count_parameters
 from distill.report import print_table
+from distill.report.layers import layer_table
 from distill.run.recipe import Recipe, RecipeError, load_recipe
 from distill.run.runner import load_data, make_context, run_recipe
 from distill.train import NonFiniteLossError
@@ -371,48 +369,8 @@ def inspect(
     spec, _ = load_recipe(recipe)
     task = load_data(spec, data_dir)
     model = _model_for(spec, role, task).eval()
-    table = Table(title=f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)")
-    for column in ("name", "type", "output shape", "parameters"):
-        table.add_column(column)
-    if is_transformer(model):
-        _transformer_rows(table, model, task.sample_inputs(2))
-    else:
-        _module_rows(table, model, task.sample_inputs(2))
-    console.print(table)
-
-
-def _shape(value: object) -> str:
-    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__
-
-
-def _module_rows(table: Table, model: torch.nn.Module, inputs: object) -> None:
-    names = module_names(model)
-    with torch.no_grad(), Capture(model, names, detach=True) as captured:
-        call_model(model, inputs)
-    for name in names:
-        module = model.get_submodule(name)
-        shape = _shape(captured.records[name]) if name in captured.records else "(not called)"
-        table.add_row(name, type(module).__name__, shape, f"{sum(p.numel() for p in module.parameters()):,}")
-
-
-def _transformer_rows(table: Table, model: torch.nn.Module, inputs: object) -> None:
-    """The layer names feature matches use (``hidden:K`` ... ``logits``) with their shapes on the sample."""
-    layout = layout_of(model)
-    count = layout.num_layers
-    names = [f"hidden:{k}" for k in range(count + 1)]
-    names += [f"{kind}:{k}" for kind in ("attention", "scores", "values") for k in range(count)]
-    names.append("logits")
-    with torch.no_grad(), open_capture(model, names, detach=True) as captured:
-        call_model(model, inputs)
-    for name in names:
-        kind, _, index = name.partition(":")
-        module = None  # whose parameters a row shows: a hidden state's layer (or embeddings), the head
-        if kind == "hidden":
-            module = layout.embeddings if index == "0" else layout.layer(int(index) - 1)
-        elif kind == "logits":
-            module = layout.head
-        size = sum(p.numel() for p in model.get_submodule(module).parameters()) if module else 0
-        table.add_row(name, kind, _shape(captured[name]), f"{size:,}" if kind in ("hidden", "logits") else "")
+    title = f"{role} of {spec.name}: {count_parameters(model):,} parameters (batch of 2)"
+    console.print(layer_table(model, task.sample_inputs(2), title))
 
 
 if __name__ == "__main__":
