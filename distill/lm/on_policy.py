@@ -37,7 +37,14 @@ class OnPolicyObjective(LMObjective):
         if base.teacher is None or base.loss is None:
             raise ValueError("on-policy distillation needs a teacher and a token-level distill.response_loss")
         super().__init__(
-            base.student, base.teacher, base.loss, base.temperature, base.kd_weight, base.hard_weight, base.options
+            base.student,
+            base.teacher,
+            base.loss,
+            base.temperature,
+            base.kd_weight,
+            base.hard_weight,
+            base.options,
+            cache=base.cache,  # off-policy batches read the cache the base attached, if any
         )
         self.matches, self.trainable = base.matches, base.trainable  # the same projections, if any
         self.fraction, self.generation, self.tokenizer, self.seed = student_data_fraction, generation, tokenizer, seed

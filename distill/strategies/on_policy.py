@@ -47,8 +47,6 @@ class OnPolicy(StrategySpec):
                 if role_teacher is not None:
                     fraction = self.student_data_fraction
                     objective = OnPolicyObjective(objective, fraction, recipe.generation, task.tokenizer, seed)
-                    objective.cache = context.top_k_cache(teacher, task) if recipe.teacher.cache else None
-                    objective.needs_index = objective.cache is not None
                 context.train(objective, run_dir, seed, f"{role} s{seed}", task=task)
                 rows.append(context.row(role, seed, student, run_dir))
         return rows
