@@ -34,7 +34,7 @@ def test_unknown_key_names_the_path_the_allowed_keys_and_the_closest():
         validate_recipe({"teacher": {"trian": {"epochs": 3}}})
     message = str(error.value)
     assert "teacher.trian: unknown key (did you mean 'train'?)" in message
-    assert "allowed keys here: checkpoint, ensemble, model, seed, train" in message
+    assert "allowed keys here: cache, checkpoint, ensemble, model, seed, train" in message
 
 
 def test_unknown_loss_in_a_match_gives_the_list_index_and_the_known_losses():
