@@ -1,21 +1,28 @@
-"""Shrinking SmolLM2-135M-Instruct on the King James Bible: next-token CE against token-level distillation.
+"""Shrinking SmolLM2-135M-Instruct on the King James Bible: next-token CE against every distillation row.
 
-    python -m benchmarks.lm [--layers 10] [--train-blocks 1500] [--epochs 1] [--methods ce+forward_kl,jsd]
+    python -m benchmarks.lm [--layers 6] [--train-blocks 1500] [--epochs 1] [--lr 5e-4] [--methods ...]
 
 Teacher: the packaged SmolLM2-135M-Instruct (30 layers, GGUF dequantised to float32). Student: the teacher
-with ``--layers`` of its layers kept (uniform: first and last kept), initialised from them. Data: KJV by
-chapter (../shared/data/kjv), blocks of 128 tokens; ``--train-blocks`` seeded training blocks, 100 dev
-blocks evaluated per epoch and 100 test blocks reported. Every row trains through the library (``run_recipe``)
-from the same initial student, the same data order, AdamW lr 2e-4 with cosine decay and batch 8; the teacher
-is read from one top-k cache (k = 32, renormalised tail) that the first row fills. Rows:
+with ``--layers`` of its layers kept (uniform: 30 → 6 keeps 0, 6, 12, 18, 24, 29), initialised from them.
+Data: KJV by chapter (../shared/data/kjv), blocks of 128 tokens; ``--train-blocks`` seeded training blocks,
+100 dev blocks evaluated per epoch and 100 test blocks reported. Every row trains through the library
+(``run_recipe``) from the same initial student, the same data order and token budget (``--train-blocks`` x
+128 tokens per epoch), AdamW with cosine decay and batch 8. Rows (``--methods``, in this order):
 
-* ``ce``: next-token cross-entropy alone (the hard-label baseline), trained in the first run beside
-* ``forward_kl``: KL(p_T ‖ p_S), then ``reverse_kl``, ``jsd`` (β = 0.5), ``skew_kl`` (α = 0.1), and
-  ``forward_kl+ce`` (forward KL plus CE with weight 0.5).
+* ``ce+forward_kl_top32``: the CE baseline (next-token cross-entropy alone) and forward KL(p_T ‖ p_S) read
+  from the top-32 cache (renormalised tail), which this first run fills (or reuses, when it is there);
+* ``forward_kl+ce``: the same cached forward KL plus next-token CE with weight 0.5;
+* ``jsd`` (β = 0.5) and ``reverse_kl``, both from the cache;
+* ``forward_kl``: forward KL against the live, dense teacher (all 49,152 logits);
+* ``on_policy``: GKD with λ = 0.5: half the batches are the student's own sampled completions (32-token
+  prompt, 96 new tokens at temperature 1) scored by the live teacher, the rest read from the cache; JSD(0.5);
+* ``seq_kd``: Kim & Rush: the teacher's greedy completions (32-token prompt, 96 new tokens) of every training
+  block, made once; the student trains on them with CE.
 
-Reports test perplexity, held-out KL to the teacher, training and generation tokens/s, at the final
-epoch (no selection on test). Results are written to benchmarks/results/lm.json after every run, and a
-rerun skips the rows already there with the same settings (resumable; run it with nohup).
+Plus ``teacher`` and ``init`` (the student before training). Reports dev and test perplexity, held-out KL to
+the teacher, training and generation tokens/s, at the final epoch (no selection on test). Results are
+written to benchmarks/results/lm.json after every run, and a rerun skips the rows already there with the
+same settings (resumable; run it with nohup).
 """
 
 from __future__ import annotations
@@ -35,18 +42,36 @@ from distill.train.atomic import atomic_write_json, read_json
 from distill.train.checkpoint import library_versions
 
 TARGET = RESULTS / "lm.json"
-# method -> the distill: block of its run (ce+forward_kl: the first run, with the CE baseline beside it)
+CACHED = {"top_k": 32, "tail": "renormalize"}
+GENERATE = {"prompt_tokens": 32, "max_new_tokens": 96}
+# method -> its run: the distill: block, whether the teacher is read from the cache, the strategy
 METHODS: dict[str, dict[str, Any]] = {
-    "ce+forward_kl": {"response_loss": "forward_kl"},
-    "reverse_kl": {"response_loss": "reverse_kl"},
-    "jsd": {"response_loss": "jsd", "response_options": {"beta": 0.5}},
-    "skew_kl": {"response_loss": "skew_kl", "response_options": {"alpha": 0.1}},
-    "forward_kl+ce": {"response_loss": "forward_kl", "hard_weight": 0.5},
+    "ce+forward_kl_top32": {"distill": {"response_loss": "forward_kl"}, "cache": True},
+    "forward_kl+ce": {"distill": {"response_loss": "forward_kl", "hard_weight": 0.5}, "cache": True},
+    "jsd": {"distill": {"response_loss": "jsd", "response_options": {"beta": 0.5}}, "cache": True},
+    "reverse_kl": {"distill": {"response_loss": "reverse_kl"}, "cache": True},
+    "forward_kl": {"distill": {"response_loss": "forward_kl"}, "cache": False},
+    "on_policy": {
+        "distill": {"response_loss": "jsd", "response_options": {"beta": 0.5}},
+        "cache": True,
+        "strategy": {"kind": "on_policy", "student_data_fraction": 0.5},
+        "generation": {**GENERATE, "temperature": 1.0},
+    },
+    "seq_kd": {
+        "distill": {"response_loss": None, "hard_weight": 1.0},
+        "cache": False,
+        "strategy": {"kind": "seq_kd"},
+        "generation": {**GENERATE, "temperature": 0.0},
+    },
 }
 
 
 def recipe(method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    return {
+    spec = METHODS[method]
+    teacher: dict[str, Any] = {"model": {"kind": "causal_lm", "path": "smollm2"}}
+    if spec["cache"]:
+        teacher["cache"] = {**CACHED, "dir": str(work / "teacher-cache")}
+    raw: dict[str, Any] = {
         "name": f"lm-{method}",
         "data": {
             "dataset": "kjv",
@@ -54,31 +79,32 @@ def recipe(method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
             "train_subset": args.train_blocks,
             "eval_subset": args.eval_blocks,
         },
-        "teacher": {
-            "model": {"kind": "causal_lm", "path": "smollm2"},
-            "cache": {"top_k": 32, "tail": "renormalize", "dir": str(work / "teacher-cache")},
-        },
+        "teacher": teacher,
         "student": {
             "model": {"kind": "causal_lm", "layers": args.layers},
-            "baseline": method == "ce+forward_kl",
+            "baseline": method.startswith("ce+"),
             "train": {
                 "epochs": args.epochs,
                 "batch_size": 8,
                 "eval_batch_size": 8,
-                "optimizer": {"name": "adamw", "lr": 2e-4, "weight_decay": 0.0},
+                "optimizer": {"name": "adamw", "lr": args.lr, "weight_decay": 0.0},
                 "lr_schedule": {"name": "cosine", "warmup_steps": 10, "final_factor": 0.1},
                 "log_every": 10,
             },
         },
-        "distill": {"temperature": 1.0, "kd_weight": 1.0, "hard_weight": 0.0, **METHODS[method]},
-        "generation": {"samples": 3, "max_new_tokens": 24, "prompt_tokens": 12},
+        "distill": {"temperature": 1.0, "kd_weight": 1.0, "hard_weight": 0.0, **spec["distill"]},
+        "generation": {"samples": 3, "max_new_tokens": 24, "prompt_tokens": 12, **spec.get("generation", {})},
     }
+    if "strategy" in spec:
+        raw["strategy"] = spec["strategy"]
+    return raw
 
 
 def row_summary(row: dict[str, Any]) -> dict[str, Any]:
     details = row["details"]
     return {
         "next_token_accuracy": row["score"]["mean"],
+        "dev_perplexity": details.get("validation_perplexity"),
         "test_perplexity": details["test_perplexity"],
         "teacher_kl": details.get("teacher_kl"),
         "train_tokens_per_second": details.get("train_tokens_per_second"),
@@ -89,32 +115,79 @@ def row_summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def initial_student(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The student before any training: the teacher's kept layers, scored on dev and test."""
+    from distill.lm.models import decoder_layers, drop_layers, load_causal_lm, uniform_layers
+    from distill.tasks.lm import load_lm_task
+
+    raw = recipe("forward_kl", args, work)
+    task = load_lm_task(validate_recipe(raw, "benchmark lm init"))
+    teacher = load_causal_lm("smollm2")
+    student = drop_layers(teacher, uniform_layers(len(decoder_layers(teacher)), args.layers))
+    test = task.split_metrics(student, "test")
+    return {
+        "next_token_accuracy": test["accuracy"],
+        "dev_perplexity": task.split_metrics(student, "validation")["perplexity"],
+        "test_perplexity": test["perplexity"],
+        "teacher_kl": task.teacher_kl(student, teacher),
+        "parameters": sum(parameter.numel() for parameter in student.parameters()),
+    }
+
+
+def _number(value: float | None, form: str) -> str:
+    if value is None:
+        return ""
+    return format(value, ".3g" if abs(value) >= 1e5 else form)  # an untrained student's perplexity is huge
+
+
 def markdown(record: dict[str, Any]) -> str:
     teacher = record["teacher"]
     lines = [
-        "| student | test perplexity | vs CE | KL to teacher | next-token acc. | train tokens/s |",
-        "|---|---|---|---|---|---|",
-        f"| teacher (30 layers) | {teacher['test_perplexity']:.2f} | | | "
-        f"{100 * teacher['next_token_accuracy']:.2f}% | |",
+        "| row | dev ppl | test ppl | vs CE (test) | KL to teacher | next-token acc. | train tokens/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| teacher (30 layers) | {_number(teacher.get('dev_perplexity'), '.2f')} | "
+        f"{teacher['test_perplexity']:.2f} | | | {100 * teacher['next_token_accuracy']:.2f}% | |",
     ]
     ce = record["rows"].get("ce", {}).get("test_perplexity")
     for name, row in record["rows"].items():
-        relative = f"{100 * (row['test_perplexity'] / ce - 1):+.1f}%" if ce and name != "ce" else ""
-        kl = "" if row["teacher_kl"] is None else f"{row['teacher_kl']:.3f}"
-        speed = "" if row["train_tokens_per_second"] is None else f"{row['train_tokens_per_second']:.0f}"
+        relative = f"{100 * (row['test_perplexity'] / ce - 1):+.1f}%" if ce and name not in ("ce", "init") else ""
         lines.append(
-            f"| {name} | {row['test_perplexity']:.2f} | {relative} | {kl} | "
-            f"{100 * row['next_token_accuracy']:.2f}% | {speed} |"
+            f"| {name} | {_number(row.get('dev_perplexity'), '.2f')} | {_number(row['test_perplexity'], '.2f')} | "
+            f"{relative} | "
+            f"{_number(row.get('teacher_kl'), '.3f')} | {100 * row['next_token_accuracy']:.2f}% | "
+            f"{_number(row.get('train_tokens_per_second'), '.0f')} |"
         )
     return "\n".join(lines)
 
 
+def run_method(method: str, args: argparse.Namespace, work: Path, record: dict[str, Any]) -> None:
+    raw = recipe(method, args, work)
+    out = work / method
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    results = run_recipe(validate_recipe(raw, f"benchmark lm {method}"), raw, out, show_progress=False)
+    rows = {row["role"]: row for row in results["rows"]}
+    if "baseline" in rows:
+        record["rows"]["ce"] = row_summary(rows["baseline"])
+    record["rows"][method.removeprefix("ce+")] = row_summary(rows["distilled"])
+    teacher = results["teacher"]
+    record["teacher"] = {
+        "next_token_accuracy": teacher["score"],
+        "dev_perplexity": teacher["details"].get("validation_perplexity"),
+        "test_perplexity": teacher["details"]["test_perplexity"],
+        "parameters": teacher["parameters"],
+        "generations": teacher["details"].get("generations"),
+    }
+    record["runs"][method] = {"minutes": (time.perf_counter() - started) / 60}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--layers", type=int, default=6)
     parser.add_argument("--train-blocks", type=int, default=1500)
     parser.add_argument("--eval-blocks", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--work", default=str(ROOT / "runs" / "bench-lm"))
     parser.add_argument("--quick", action="store_true", help="a few blocks, to check the script runs")
@@ -123,31 +196,17 @@ def main() -> None:
         args.train_blocks, args.eval_blocks, args.layers = 16, 4, 2
     torch.set_num_threads(2)
     work = Path(args.work)
-    settings = {key: getattr(args, key) for key in ("layers", "train_blocks", "eval_blocks", "epochs")}
+    settings = {key: getattr(args, key) for key in ("layers", "train_blocks", "eval_blocks", "epochs", "lr")}
     record = read_json(TARGET) if TARGET.is_file() and not args.quick else None
     if record is None or record.get("settings") != settings:
         record = {"benchmark": "lm", "settings": settings, "rows": {}, "runs": {}}
+    if "init" not in record["rows"]:
+        record["rows"] = {"init": initial_student(args, work), **record["rows"]}
     for method in args.methods.split(","):
         if method in record["runs"]:
             print(f"{method}: already in {TARGET.name}, skipped", flush=True)
             continue
-        raw = recipe(method, args, work)
-        out = work / method
-        shutil.rmtree(out, ignore_errors=True)
-        started = time.perf_counter()
-        results = run_recipe(validate_recipe(raw, f"benchmark lm {method}"), raw, out, show_progress=False)
-        rows = {row["role"]: row for row in results["rows"]}
-        if "baseline" in rows:
-            record["rows"]["ce"] = row_summary(rows["baseline"])
-        record["rows"][method.removeprefix("ce+")] = row_summary(rows["distilled"])
-        teacher = results["teacher"]
-        record["teacher"] = {
-            "next_token_accuracy": teacher["score"],
-            "test_perplexity": teacher["details"]["test_perplexity"],
-            "parameters": teacher["parameters"],
-            "generations": teacher["details"].get("generations"),
-        }
-        record["runs"][method] = {"minutes": (time.perf_counter() - started) / 60}
+        run_method(method, args, work, record)
         record["table"] = markdown(record)
         record["versions"] = library_versions()
         record["command"] = "python -m benchmarks.lm"
