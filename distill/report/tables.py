@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from distill.lm.report import markdown_section
 from distill.train.atomic import atomic_write_text
 
 HEADERS = ["model", "test accuracy", "parameters", "size on disk", "CPU latency / batch", "speed-up"]
@@ -172,10 +173,7 @@ def write_report(results: dict, run_dir: Path) -> None:
     ]
     if "distillation_gain" in results:
         text.append(f"Distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} points.")
-    if results.get("head") == "causal_lm":
-        from distill.lm.report import markdown_section
-
-        text += markdown_section(results)
+    text += markdown_section(results)  # empty unless the rows carry language-model details
     if has_plot:
         text += ["", "![learning curves](curves.png)"]
     atomic_write_text(run_dir / "report.md", "\n".join(text) + "\n")
