@@ -112,3 +112,21 @@ def test_on_policy_runs_end_to_end_and_lm_strategies_refuse_other_models(tmp_pat
     bad = {"strategy": {"kind": "on_policy"}}
     with pytest.raises(Exception, match="strategy on_policy distils causal language models"):
         validate_recipe(bad, "gkd test")
+
+
+def test_stored_teacher_sequences_are_made_again_when_the_teacher_changes(tmp_path):
+    from distill.lm.seq_kd import teacher_sequences
+
+    teacher, _ = _models(tmp_path)
+    tokenizer = minilm_tokenizer()
+    prompts = [row[:3] for row in _batch(tokenizer).inputs["input_ids"].tolist()]
+    settings = GenerationSpec(max_new_tokens=3, prompt_tokens=3)
+    folder = tmp_path / "sequences"
+    teacher_sequences(folder, teacher, tokenizer, prompts, settings)
+    first = read_json(folder / "meta.json")["key"]
+    teacher_sequences(folder, teacher, tokenizer, prompts, settings)
+    assert read_json(folder / "meta.json")["key"] == first  # same teacher: reused
+    with torch.no_grad():
+        next(teacher.parameters()).view(-1)[0] += 1e-3  # one weight, a change no per-tensor sum need show
+    teacher_sequences(folder, teacher, tokenizer, prompts, settings)
+    assert read_json(folder / "meta.json")["key"] != first

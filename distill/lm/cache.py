@@ -55,12 +55,17 @@ def _hash_tensor(digest, tensor: Tensor) -> None:
 def cache_key(teacher: nn.Module, tokenizer, input_ids: Tensor, k: int) -> str:
     """sha256 over the teacher's weights (names, shapes, dtypes, bytes), the tokenizer, the token ids and k."""
     digest = hashlib.sha256(f"format {FORMAT}; k {k}\n".encode())
-    for name, tensor in sorted(teacher.state_dict().items()):
+    hash_model(digest, teacher, tokenizer)
+    _hash_tensor(digest, input_ids)
+    return digest.hexdigest()
+
+
+def hash_model(digest: Any, model: nn.Module, tokenizer: Any) -> None:
+    """Feed ``digest`` the model's weights (names, shapes, dtypes, bytes) and its tokenizer."""
+    for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         _hash_tensor(digest, tensor)
     digest.update(_tokenizer_fingerprint(tokenizer).encode())
-    _hash_tensor(digest, input_ids)
-    return digest.hexdigest()
 
 
 def _tokenizer_fingerprint(tokenizer) -> str:

@@ -7,7 +7,7 @@ loss against the teacher on the same sequences (the paper's "Seq-KD + Word-KD").
 
 The teacher's sequences are written once to ``<run>/teacher-sequences/`` (``sequences.safetensors`` and
 ``meta.json``, both atomic) and reused by later seeds and by ``--resume`` when they were made from the same
-prompts and settings.
+prompts, settings, teacher weights and tokenizer (a sha256 of all four).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from distill.lm.cache import hash_model
 from distill.lm.corpus import Blocks
 from distill.lm.generation import GenerationSpec, generate
 from distill.lm.sequences import prompts_of, with_completions
@@ -29,10 +30,10 @@ from distill.train.atomic import atomic_path, atomic_write_json, read_json
 FOLDER = "teacher-sequences"
 
 
-def _fingerprint(prompts: list[list[int]], settings: GenerationSpec, teacher: nn.Module) -> str:
+def _fingerprint(prompts: list[list[int]], settings: GenerationSpec, teacher: nn.Module, tokenizer: Any) -> str:
+    """sha256 of the prompts, the generation settings, the teacher's weights and its tokenizer."""
     digest = hashlib.sha256(json.dumps([prompts, settings.model_dump()]).encode())
-    for tensor in teacher.state_dict().values():
-        digest.update(tensor.detach().float().sum().item().hex().encode())  # cheap: a changed teacher shows
+    hash_model(digest, teacher, tokenizer)
     return digest.hexdigest()
 
 
@@ -47,7 +48,7 @@ def teacher_sequences(
     folder: Path, teacher: nn.Module, tokenizer: Any, prompts: list[list[int]], settings: GenerationSpec, batch: int = 8
 ) -> Blocks:
     """The teacher's completions of ``prompts`` as training sequences, generated once (see the module docstring)."""
-    key = _fingerprint(prompts, settings, teacher)
+    key = _fingerprint(prompts, settings, teacher, tokenizer)
     meta_path, tensors_path = folder / "meta.json", folder / "sequences.safetensors"
     if meta_path.is_file() and tensors_path.is_file() and read_json(meta_path).get("key") == key:
         stored = load_file(str(tensors_path))
