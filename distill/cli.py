@@ -24,6 +24,7 @@ from distill.train.lock import LOCK_FILE, RunLock, RunLockedError
 from distill.train.resume import latest_checkpoint
 from distill.train.signals import TrainingInterrupted
 from distill.train.storage import storage_error_message, write_problem
+from distill.train.world import is_main_process
 
 app = typer.Typer(
     help="Knowledge distillation: train a small student to reproduce a big teacher.",
@@ -93,7 +94,8 @@ def _load_for_run(
     """The validated recipe, its raw mapping, and the run folder (default runs/<name>), checked for reuse."""
     spec, raw = load_recipe(recipe, overrides or [])
     out = out or Path("runs") / spec.name
-    _check_out_dir(out, resume)
+    if is_main_process():  # under torchrun the others start as it does, and see its first files appear
+        _check_out_dir(out, resume)
     return spec, raw, out
 
 
@@ -155,9 +157,12 @@ def run(
     spec, raw, out = _load_for_run(recipe, overrides, out, resume or resume_from is not None)
     if (resume or resume_from) and _show_finished_read_only(out):
         return
-    results = run_recipe(spec, raw, out, resume=resume_from or resume, data_dir=data_dir, show_progress=not quiet)
-    print_table(results, console)
-    console.print(f"run folder: {out}")
+    main = is_main_process()  # under torchrun only the main process shows progress and the table
+    progress = main and not quiet
+    results = run_recipe(spec, raw, out, resume=resume_from or resume, data_dir=data_dir, show_progress=progress)
+    if main:
+        print_table(results, console)
+        console.print(f"run folder: {out}")
 
 
 @app.command()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distill.lm.report import markdown_section
-from distill.train.atomic import atomic_write_text
+from distill.train.atomic import atomic_path, atomic_write_text
 
 HEADERS = ["model", "test accuracy", "parameters", "size on disk", "CPU latency / batch", "speed-up"]
 
@@ -151,7 +151,8 @@ def plot_learning_curves(run_dir: Path, path: Path) -> bool:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=120)
     plt.close(figure)
     return True
 

@@ -9,12 +9,13 @@ leaf distributions ``Q_l`` are small bar charts along the bottom, the most proba
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+
+from distill.train.atomic import atomic_path
 
 
 def _leaf_row(tree: nn.Module, shown: int, inputs: Tensor | None) -> Tensor:
@@ -65,15 +66,8 @@ def _centre(row: int, index: int) -> float:
 
 
 def _save_atomic(figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=110)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
 
 
 @torch.no_grad()

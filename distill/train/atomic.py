@@ -1,5 +1,9 @@
 """Atomic file writes: a temporary file in the same folder, fsynced, then renamed over the target, so a
-reader (or a crash) never sees half a file and an earlier version survives a failed write."""
+reader (or a crash) never sees half a file and an earlier version survives a failed write.
+
+Every file a run writes goes through here, so this is also where "only the main process writes" holds
+under several processes (:mod:`distill.train.world`): the others write to the temporary file as usual (the
+same code runs everywhere), and it is removed instead of renamed onto the target."""
 
 from __future__ import annotations
 
@@ -14,32 +18,27 @@ from typing import Any
 from safetensors.torch import save_model
 from torch import nn
 
+from distill.train.world import is_main_process
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-        fsync_folder(path.parent)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
 
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that takes a file name; renamed onto ``path`` (after an
-    fsync) when the block succeeds, removed when it fails."""
+    fsync) when the block succeeds (in the main process), removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         yield Path(temporary)
+        if not is_main_process():  # another process of a multi-process run: its copy is not kept
+            Path(temporary).unlink(missing_ok=True)
+            return
         with open(temporary, "rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, path)

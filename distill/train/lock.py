@@ -10,6 +10,8 @@ import socket
 import time
 from pathlib import Path
 
+from distill.train.world import is_main_process
+
 LOCK_FILE = ".lock"
 
 
@@ -45,8 +47,8 @@ class RunLock:
 
     def __enter__(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(self.path.parent, os.W_OK):
-            return self
+        if not os.access(self.path.parent, os.W_OK) or not is_main_process():
+            return self  # the other processes of a multi-process run write nothing: the main one holds it
         # the owner record is written to a private file first and hard-linked into place: the link either
         # fails (someone holds the lock) or makes a complete lock file appear at once
         staged = self.path.with_name(f"{LOCK_FILE}.{os.getpid()}.tmp")

@@ -1,0 +1,33 @@
+"""Several processes (``torchrun --nproc-per-node N -m distill run``): which one is the main process.
+
+Every process runs the whole pipeline (each trains its shard of every batch, and DDP keeps the replicas
+equal), but only the main process writes: checkpoints, metrics, results, reports. The rank comes from the
+launcher's environment (``RANK``, ``WORLD_SIZE``, set by torchrun and ``accelerate launch``), so it is known
+before any process group exists.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch.distributed as dist
+
+
+def process_count() -> int:
+    """How many processes the launcher started (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def process_index() -> int:
+    """This process's global rank (0 when run directly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    return process_index() == 0
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes, once their group exists (a no-op in one process)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
