@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from distill.core.method import BuildContext, MethodLoss, Shape, StepContext
 from distill.losses.registry import register
+from distill.train.world import gather_rows, own_rows
 
 EPS = 1e-7
 
@@ -70,6 +71,11 @@ class CRDLoss(MethodLoss):
     dataset does not draw each negative many times over. The memory banks are buffers: they live
     on the training device and are saved in checkpoints. Batches must carry dataset indices (the
     pipeline adds them when a recipe uses ``crd``).
+
+    Several processes (DDP): negatives are drawn for the global batch (every process draws the same, and
+    keeps its own rows), ``Z`` is the global first batch's, and every process updates its banks with the
+    whole global batch, so the banks stay identical across processes and equal to one process's at the
+    same global batch.
     """
 
     needs_index = True
@@ -122,8 +128,8 @@ class CRDLoss(MethodLoss):
     def _scores(self, memory: Tensor, anchors: Tensor, contrast: Tensor, slot: int) -> Tensor:
         rows = memory[contrast].detach()  # (B, 1 + K, feat_dim); memories get no gradient
         scores = torch.exp(torch.bmm(rows, anchors[:, :, None]).squeeze(-1) / self.nce_t)
-        if self.normalisers[slot] < 0:  # RepDistiller fixes Z on the first batch
-            self.normalisers[slot] = scores.mean().detach() * self.num_examples
+        if self.normalisers[slot] < 0:  # RepDistiller fixes Z on the first (global) batch
+            self.normalisers[slot] = gather_rows(scores.mean().detach()[None]).mean() * self.num_examples
         return scores / self.normalisers[slot].clone()  # a copy: the buffer is written in place later
 
     def forward(self, student: Tensor, teacher: Tensor, context: StepContext) -> Tensor:
@@ -131,12 +137,13 @@ class CRDLoss(MethodLoss):
             raise ValueError("crd needs dataset indices in every batch: yield (inputs, labels, index)")
         index = context.index.long()
         v_student, v_teacher = self.embed_student(student), self.embed_teacher(teacher)
-        contrast = self.sample_contrast(index, context.labels)
+        # drawn for the global batch under several processes, as one process would, and this one's rows kept
+        contrast = own_rows(self.sample_contrast(gather_rows(index), None), len(index))
         teacher_scores = self._scores(self.memory_student, v_teacher, contrast, 0)
         student_scores = self._scores(self.memory_teacher, v_student, contrast, 1)
         loss = nce_loss(teacher_scores, self.num_examples) + nce_loss(student_scores, self.num_examples)
-        if self.training:
-            self.update_memory(index, v_student.detach(), v_teacher.detach())
+        if self.training:  # every process moves its banks by the whole global batch: they stay equal
+            self.update_memory(gather_rows(index), gather_rows(v_student), gather_rows(v_teacher))
         return loss
 
     @torch.no_grad()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 
+import torch
 import torch.distributed as dist
+from torch import Tensor
 
 
 def process_count() -> int:
@@ -31,3 +33,23 @@ def wait_for_everyone() -> None:
     """A barrier across the processes, once their group exists (a no-op in one process)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def _group_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_rows(tensor: Tensor) -> Tensor:
+    """Every process's ``tensor`` (the same shape everywhere) stacked along dim 0 in rank order: the global
+    batch, as one process holding it would see it. ``tensor`` itself in one process. Carries no gradient."""
+    if _group_size() == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(_group_size())]
+    dist.all_gather(parts, tensor.detach().contiguous())
+    return torch.cat(parts)
+
+
+def own_rows(gathered: Tensor, count: int) -> Tensor:
+    """This process's ``count`` rows of a :func:`gather_rows` result."""
+    start = (dist.get_rank() if _group_size() > 1 else 0) * count
+    return gathered[start : start + count]
