@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from distill.core.batch import Batch, as_batch
@@ -60,12 +60,16 @@ class EpochLoop:
             if index < skip:  # already trained on before the step checkpoint: same order, not re-run
                 continue
             batch = trainer._prepare(as_batch(raw))
-            values, synced = self._one_batch(batch, epoch, step)
+            terms, total, synced = self._one_batch(batch, epoch, step)
             step += synced
-            loss_sum += values["total"]
-            if synced and step % settings.log_every == 0 and accelerator.is_main_process:
-                record = {"event": "step", "epoch": epoch, "step": step, "lr": self.scheduler.get_last_lr()[0]}
-                trainer._log({**record, **values}, accelerator)
+            loss_sum += total
+            values = {"total": total}
+            if synced and step % settings.log_every == 0:
+                # every term becomes a Python number only here: on an accelerator each one is a device sync
+                values = {name: float(value) for name, value in terms.items()}
+                if accelerator.is_main_process:
+                    record = {"event": "step", "epoch": epoch, "step": step, "lr": self.scheduler.get_last_lr()[0]}
+                    trainer._log({**record, **values}, accelerator)
             progress.advance(values, examples=batch.labels.shape[0], step=step)
             last = index + 1 == batches
             every = settings.checkpoint_every_steps
@@ -82,15 +86,18 @@ class EpochLoop:
         }
         return record, step
 
-    def _one_batch(self, batch: Batch, epoch: int, step: int) -> tuple[dict[str, float], int]:
+    def _one_batch(self, batch: Batch, epoch: int, step: int) -> tuple[dict[str, Tensor], float, int]:
         """Forward, backward and (at the end of an accumulation) the optimizer step; return the loss terms
-        and 1 when an optimizer step was taken."""
+        (detached tensors), the total as a number, and 1 when an optimizer step was taken.
+
+        The total is the one number read back every step (one host sync), for the non-finite check."""
         accelerator, settings = self.accelerator, self.trainer.settings
         with accelerator.accumulate(self.model):
             with accelerator.autocast():
                 terms = self.trainer.objective.losses(self.model, batch, step, self.total_steps)
-            values = {name: float(value.detach()) for name, value in terms.items()}
-            if not math.isfinite(values["total"]):
+            total = float(terms["total"].detach())
+            if not math.isfinite(total):
+                values = {name: float(value.detach()) for name, value in terms.items()}
                 raise non_finite_loss(values, epoch, step, self.trainer._last_good())
             accelerator.backward(terms["total"])
             if accelerator.sync_gradients and settings.grad_clip:
@@ -100,15 +107,16 @@ class EpochLoop:
             if not (skip and self.before_step(step + 1, self.total_steps, self.optimizer)):
                 self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
+        detached = {name: value.detach() for name, value in terms.items()}
         if not accelerator.sync_gradients:
-            return values, 0
+            return detached, total, 0
         self.scheduler.step()
         if settings.max_norm:
             apply_max_norm(self.parts["model"], settings.max_norm)
         if self.after_step is not None:  # the objective's own hook: pruning masks, sparse training
             self.after_step(step + 1, self.total_steps)
         fault_point("step")
-        return values, 1
+        return detached, total, 1
 
     def _step_checkpoint(self, epoch: int, step: int, batches_done: int, loss_sum: float) -> Path | None:
         path = None
