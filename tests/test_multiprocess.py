@@ -43,13 +43,14 @@ def _write(folder: Path, recipe: dict, batch: int) -> Path:
     return path
 
 
-def _distill(out: Path, recipe: Path, processes: int) -> str:
+def _distill(out: Path, recipe: Path, processes: int, *options: str, kill_at: str = "") -> int:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-    command = [*launcher, "-m", "distill", "run", str(recipe), "--out", str(out), "--quiet"]
+    command = [*launcher, "-m", "distill", "run", str(recipe), "--out", str(out), "--quiet", *options]
     environment = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    environment["DISTILL_KILL_AT"] = kill_at
     done = subprocess.run(command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done.stdout
+    assert done.returncode == 0 or kill_at, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.returncode
 
 
 def _largest_differences(one: Path, other: Path) -> dict[str, float]:
@@ -81,3 +82,17 @@ def test_two_processes_train_the_weights_of_one_at_the_same_global_batch(tmp_pat
         alone = tmp_path / "alone"
         _distill(alone, _write(tmp_path, recipe, 25), processes=1)
         assert min(_largest_differences(one, alone).values()) > 1e-4
+
+
+def test_a_two_process_run_killed_mid_epoch_resumes_under_two_processes_to_the_same_weights(tmp_path):
+    recipe = copy.deepcopy(KD)
+    for part in ("teacher", "student"):
+        recipe[part]["train"]["checkpoint_every_steps"] = 2
+    one, two = tmp_path / "one", tmp_path / "two"
+    _distill(one, _write(tmp_path, recipe, 50), processes=1)
+    halves = _write(tmp_path, recipe, 25)
+    assert _distill(two, halves, 2, kill_at="step#6") != 0  # SIGKILL after the teacher's 6th step (of 8)
+    assert not (two / "results.json").exists()
+    _distill(two, halves, 2, "--resume")  # from the step-4 checkpoint, the lock of the dead run taken over
+    differences = _largest_differences(one, two)
+    assert len(differences) == 2 and max(differences.values()) < 1e-5, differences
