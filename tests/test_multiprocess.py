@@ -36,7 +36,7 @@ RECIPES = {
 def _write(folder: Path, recipe: dict, batch: int) -> Path:
     recipe = copy.deepcopy(recipe)
     for part in ("teacher", "student"):
-        if part in recipe:
+        if "train" in recipe.get(part, {}):
             recipe[part]["train"]["batch_size"] = batch
     path = folder / f"recipe-{batch}.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -57,7 +57,7 @@ def _largest_differences(one: Path, other: Path) -> dict[str, float]:
     """The largest difference in every weights file of the last checkpoints (models, connectors, method
     state such as CRD's memory banks)."""
     found = {}
-    for path in sorted(one.rglob("checkpoints/epoch-0001/*.safetensors")):
+    for path in sorted(one.rglob("checkpoints/epoch-*/*.safetensors")):
         relative = path.relative_to(one)
         first, second = load_file(path), load_file(other / relative)
         assert first.keys() == second.keys()
@@ -96,3 +96,32 @@ def test_a_two_process_run_killed_mid_epoch_resumes_under_two_processes_to_the_s
     _distill(two, halves, 2, "--resume")  # from the step-4 checkpoint, the lock of the dead run taken over
     differences = _largest_differences(one, two)
     assert len(differences) == 2 and max(differences.values()) < 1e-5, differences
+
+
+def test_a_language_model_trains_from_the_teacher_cache_the_main_process_filled(tmp_path):
+    from tests.test_lm_run import lm_recipe
+
+    recipe = lm_recipe(tmp_path)
+    del recipe["teacher"]["train"]  # a pretrained teacher, used as it is, read from its top-k cache
+    recipe["teacher"]["cache"] = {"top_k": 32}
+    recipe["data"]["train_subset"] = 160  # whole global batches of 16: no batch padded across processes
+    recipe["student"] |= {"baseline": False}
+    recipe["student"]["train"] |= {"epochs": 1, "cpu": True}
+    recipe["generation"] = {"samples": 0}
+    one, two = tmp_path / "one", tmp_path / "two"
+    _distill(one, _write(tmp_path, recipe, 16), processes=1)
+    _distill(two, _write(tmp_path, recipe, 8), processes=2)
+    differences = _largest_differences(one, two)
+    assert differences and max(differences.values()) < 1e-5, differences
+    assert (two / "teacher-cache" / "manifest.json").is_file() and not list(two.rglob("*.tmp"))
+
+
+def test_processes_that_would_each_train_alone_are_refused_with_the_setting_that_joins_them(monkeypatch):
+    from distill.train.world import check_joined, is_main_process
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert not is_main_process()
+    with pytest.raises(ValueError, match=r"started 2 processes but Accelerate joined 1: .*set train.cpu: true"):
+        check_joined(1)
+    check_joined(2)

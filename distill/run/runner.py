@@ -28,6 +28,7 @@ from distill.tasks.base import Task
 from distill.tasks.registry import load_task
 from distill.train.atomic import atomic_write_json, atomic_write_text
 from distill.train.lock import RunLock
+from distill.train.world import start_processes
 
 
 def load_data(recipe: Recipe, data_dir: str | None = None) -> Task:
@@ -61,6 +62,7 @@ def run_recipe(
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    start_processes(recipe.student.train.cpu)  # under torchrun: join the others before any step needs them
     with RunLock(out):
         return _run_locked(recipe, raw, out, resume, data_dir, show_progress)
 

@@ -52,12 +52,14 @@ class SequenceKD(StrategySpec):
     def run(self, context: RunContext) -> list[Row]:
         from distill.lm.seq_kd import FOLDER, teacher_sequences, training_prompts
         from distill.tasks.lm import BlockDataset
+        from distill.train.world import main_process_first
 
         recipe, task = context.recipe, context.task
         teacher = context.teacher().model
         settings = recipe.generation
         prompts = training_prompts(task.train, settings.prompt_tokens)
-        sequences = teacher_sequences(context.out / FOLDER, teacher, task.tokenizer, prompts, settings)
+        folder = context.out / FOLDER  # several processes: the main one generates, the others read its file
+        sequences = main_process_first(lambda: teacher_sequences(folder, teacher, task.tokenizer, prompts, settings))
         teacher_task = dataclasses.replace(task, train=BlockDataset(sequences))
         rows = []
         for seed in recipe.seeds:

@@ -33,6 +33,7 @@ from distill.train.resume import CheckpointError, Resumable, find_resumable, rea
 from distill.train.rng import preserved_rng
 from distill.train.settings import TrainSettings
 from distill.train.signals import StopRequest, TrainingInterrupted, stop_on_signals
+from distill.train.world import check_joined
 
 __all__ = ["METRICS_FILE", "NonFiniteLossError", "Trainer", "TrainingInterrupted", "build_optimizer", "evaluate"]
 
@@ -60,13 +61,15 @@ def fresh_accelerator(settings: TrainSettings, run_dir: Path | None = None) -> A
     """
     AcceleratorState._reset_state()
     GradientState._reset_state()
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=settings.cpu,
         mixed_precision=settings.mixed_precision,
         gradient_accumulation_steps=settings.grad_accum_steps,
         log_with=settings.log_with,
         project_dir=run_dir if settings.log_with else None,
     )
+    check_joined(accelerator.num_processes)  # under torchrun: one run in N processes, not N runs
+    return accelerator
 
 
 def build_optimizer(parameters: list[nn.Parameter], settings: TrainSettings) -> torch.optim.Optimizer:

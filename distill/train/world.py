@@ -9,10 +9,14 @@ before any process group exists.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def process_count() -> int:
@@ -29,10 +33,40 @@ def is_main_process() -> bool:
     return process_index() == 0
 
 
+def start_processes(cpu: bool) -> None:
+    """Join the launcher's process group before anything needs it, as Accelerate makes it (``cpu``: gloo on
+    the CPU; else the device's backend). Every later Accelerator of the run shares it."""
+    if process_count() == 1 or dist.is_initialized():
+        return
+    from accelerate import PartialState
+
+    check_joined(PartialState(cpu=cpu).num_processes)
+
+
+def check_joined(processes: int) -> None:
+    """Refuse a launch whose processes would each train alone (Accelerate on CPU without ``cpu=True``)."""
+    if processes != process_count():
+        raise ValueError(
+            f"the launcher started {process_count()} processes but Accelerate joined {processes}: without a GPU "
+            "set train.cpu: true (student.train.cpu and teacher.train.cpu) so that they train as one, on gloo"
+        )
+
+
 def wait_for_everyone() -> None:
-    """A barrier across the processes, once their group exists (a no-op in one process)."""
-    if dist.is_available() and dist.is_initialized():
+    """A barrier across the launcher's processes (a no-op in one process)."""
+    if process_count() > 1 and dist.is_initialized():
         dist.barrier()
+
+
+def main_process_first(work: Callable[[], T]) -> T:
+    """``work()`` in the main process, then in the others: files the main one writes (a teacher cache, the
+    teacher's sequences) are there, finished, when the others look for them, and are read, not made again."""
+    if not is_main_process():
+        wait_for_everyone()
+    result = work()
+    if is_main_process():
+        wait_for_everyone()
+    return result
 
 
 def _group_size() -> int:
