@@ -169,3 +169,15 @@ def test_metrics_log_and_evaluation(tmp_path, small_digits):
     assert all({"lr", "hard_ce", "total", "step"} <= set(r) for r in steps) and steps[0]["step"] == 2
     assert record["eval_split"] == "test" and record["eval_accuracy"] > 0.6  # 6 epochs on 320 digits
     assert epochs[-1]["train_loss"] < epochs[0]["train_loss"]
+
+
+def test_throughput_is_the_median_of_the_epochs_and_absent_without_a_metrics_file(tmp_path):
+    from distill.train.metrics_log import METRICS_FILE, append_record, training_throughput
+
+    assert training_throughput(tmp_path) == {}
+    for speed, tokens in ((100.0, 900.0), (300.0, 1500.0), (200.0, 1200.0)):
+        append_record(
+            tmp_path / METRICS_FILE, {"event": "epoch", "examples_per_second": speed, "tokens_per_second": tokens}
+        )
+    append_record(tmp_path / METRICS_FILE, {"event": "step", "examples_per_second": 1e9})  # not an epoch: ignored
+    assert training_throughput(tmp_path) == {"train_examples_per_second": 200.0, "train_tokens_per_second": 1200.0}

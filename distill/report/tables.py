@@ -161,6 +161,23 @@ def _scored_on(results: dict) -> str:
     return f"Score: {results['metric_label']} ({results['evaluation_examples']} examples)"
 
 
+def throughput_lines(results: dict) -> list[str]:
+    """The report's training-throughput table (first seed; all processes together), when rows carry one."""
+    entries = [(row["label"], row["details"]) for row in results["rows"] if "details" in row]
+    entries = [(label, details) for label, details in entries if "train_examples_per_second" in details]
+    if not entries:
+        return []
+    tokens = any("train_tokens_per_second" in details for _, details in entries)
+    lines = ["", "Training throughput (median over epochs, first seed):", ""]
+    lines += ["| model | train examples/s |" + (" train tokens/s |" if tokens else ""), "|---|---|" + ("---|" * tokens)]
+    for label, details in entries:
+        cells = [f"{details['train_examples_per_second']:.1f}"]
+        if tokens:
+            cells.append(f"{details['train_tokens_per_second']:.0f}" if "train_tokens_per_second" in details else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(results: dict, run_dir: Path) -> None:
     has_plot = plot_learning_curves(run_dir, run_dir / "curves.png")
     text = [
@@ -175,6 +192,7 @@ def write_report(results: dict, run_dir: Path) -> None:
     if "distillation_gain" in results:
         text.append(f"Distillation gain over the hard-label student: {100 * results['distillation_gain']:+.2f} points.")
     text += markdown_section(results)  # empty unless the rows carry language-model details
+    text += throughput_lines(results)
     if has_plot:
         text += ["", "![learning curves](curves.png)"]
     atomic_write_text(run_dir / "report.md", "\n".join(text) + "\n")

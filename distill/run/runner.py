@@ -28,6 +28,7 @@ from distill.tasks.base import Task
 from distill.tasks.registry import load_task
 from distill.train.atomic import atomic_write_json, atomic_write_text
 from distill.train.lock import RunLock
+from distill.train.metrics_log import training_throughput
 from distill.train.world import start_processes
 
 
@@ -98,17 +99,18 @@ def _run_locked(
 
 
 def add_row_details(context: RunContext, rows: list) -> None:
-    """What the task measures beside its score (a language model's perplexity, KL, speed, generations), for
-    each (role, index)'s first seed, the one the report shows."""
+    """Training throughput, and what the task measures beside its score (a language model's perplexity, KL,
+    speed, generations), for each (role, index)'s first seed, the one the report shows."""
     details = getattr(context.task, "row_details", None)
-    if details is None:
-        return
     teacher = context.trained_teacher.model if context.trained_teacher is not None else None
     first_seed = context.recipe.seeds[0]
     for row in rows:
         if row.seed == first_seed:
             run_dir = Path(row.weights).parents[2] if row.weights is not None else None
-            row.details.update(details(row.model, teacher, run_dir))
+            if run_dir is not None:
+                row.details.update(training_throughput(run_dir))
+            if details is not None:
+                row.details.update(details(row.model, teacher, run_dir))
 
 
 def header(recipe: Recipe) -> dict[str, Any]:

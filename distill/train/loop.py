@@ -56,10 +56,13 @@ class EpochLoop:
         progress.start_epoch(epoch)
         self.model.train()
         batches = len(loader)
+        examples, tokens = 0, torch.zeros((), dtype=torch.long)  # tokens summed on the device, read once
         for index, raw in enumerate(loader):
             if index < skip:  # already trained on before the step checkpoint: same order, not re-run
                 continue
             batch = trainer._prepare(as_batch(raw))
+            examples += batch.labels.shape[0]
+            tokens = tokens.to(batch.labels.device) + _tokens_of(batch)
             terms, total, synced = self._one_batch(batch, epoch, step)
             step += synced
             loss_sum += total
@@ -77,13 +80,18 @@ class EpochLoop:
                 folder = self._step_checkpoint(epoch, step, index + 1, loss_sum)
                 if stop.requested:
                     raise trainer._interrupted(stop, epoch, step, folder)
+        seconds = time.perf_counter() - started
         record = {
             "event": "epoch",
             "epoch": epoch,
             "step": step,
             "train_loss": loss_sum / max(1, batches),
-            "seconds": time.perf_counter() - started,
+            "seconds": seconds,
+            # every process's examples: each trained this many on its shard (a resumed epoch: the rest of it)
+            "examples_per_second": examples * accelerator.num_processes / max(seconds, 1e-9),
         }
+        if int(tokens):
+            record["tokens_per_second"] = int(tokens) * accelerator.num_processes / max(seconds, 1e-9)
         return record, step
 
     def _one_batch(self, batch: Batch, epoch: int, step: int) -> tuple[dict[str, Tensor], float, int]:
@@ -132,3 +140,9 @@ class EpochLoop:
             )
         self.accelerator.wait_for_everyone()
         return path
+
+
+def _tokens_of(batch: Batch) -> Tensor:
+    """The batch's real (unpadded) tokens, for text; zero for tensors."""
+    mask = batch.mask
+    return mask.sum() if mask is not None else torch.zeros((), dtype=torch.long, device=batch.labels.device)

@@ -7,6 +7,7 @@ rewrites the file atomically without it and without the records after its checkp
 from __future__ import annotations
 
 import json
+import statistics
 import warnings
 from pathlib import Path
 
@@ -53,3 +54,15 @@ def truncate_after(path: Path, step: int) -> None:
         return
     kept = [record for record in read_records(path) if record.get("step", 0) <= step]
     atomic_write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+
+
+def training_throughput(run_dir: Path) -> dict[str, float]:
+    """``train_examples_per_second`` (and ``train_tokens_per_second`` for text, padding not counted) of a
+    training run: the median over its epochs in ``metrics.jsonl``, all processes together; {} without one."""
+    epochs = [record for record in read_records(Path(run_dir) / METRICS_FILE) if record.get("event") == "epoch"]
+    found = {}
+    for name in ("examples_per_second", "tokens_per_second"):
+        values = [record[name] for record in epochs if name in record]
+        if values:
+            found[f"train_{name}"] = statistics.median(values)
+    return found
