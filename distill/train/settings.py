@@ -84,6 +84,9 @@ class TrainSettings(StrictModel):
     # "newest": older ones drop their optimizer state (Adam: twice the weights) and keep weights only
     keep_optimizer_state: Literal["newest", "all"] = "all"
     cpu: bool = False  # force CPU even when an accelerator is present
+    # recompute the activations of Hugging Face models' layers in the backward pass instead of keeping them:
+    # less memory, more time (transformers' gradient_checkpointing_enable, use_reentrant=False)
+    gradient_checkpointing: bool = False
     # experiment tracking through Accelerate's trackers: step and epoch records also go to
     # <stage>/tensorboard (view with `tensorboard --logdir RUN_DIR`)
     log_with: Literal["tensorboard"] | None = None

@@ -27,6 +27,7 @@ from distill.core.evaluation import Metric, evaluate
 from distill.train.checkpoint import write_checkpoint
 from distill.train.guard import NonFiniteLossError, check_before_checkpoint
 from distill.train.loop import EpochLoop
+from distill.train.memory import enable_gradient_checkpointing
 from distill.train.metrics_log import METRICS_FILE, append_record, truncate_after
 from distill.train.progress import TrainingProgress, notice
 from distill.train.resume import CheckpointError, Resumable, find_resumable, read_checkpoint, restore_checkpoint_rng
@@ -226,6 +227,8 @@ class Trainer:
         settings = self.settings
         accelerator = fresh_accelerator(settings, self.run_dir)
         model = self.objective.trainable
+        if settings.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], settings)
         train_loader, eval_loader, generator = self._loaders(accelerator)
         steps_per_epoch = math.ceil(len(train_loader) / settings.grad_accum_steps)
