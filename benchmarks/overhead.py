@@ -1,0 +1,174 @@
+"""What distill's loop costs over a hand-written one: the same models, data order, optimizer, loss.
+
+    python -m benchmarks.overhead [--repeats 3] [--examples 6000] [--epochs 2]
+
+(a) Hinton's MNIST pair: the 784-1200-1200-10 teacher (as initialised: the cost does not depend on its
+weights) and the 784-800-800-10 student, KD at T = 20 plus 0.1 x CE, SGD with Nesterov momentum, cosine
+schedule, batch 128. distill runs the recipe's Distiller through its Trainer (progress off, a metrics.jsonl
+record every ``log_every`` steps, a verified checkpoint after each epoch). The hand loop is plain PyTorch: the
+same DataLoader order (the Trainer's seeded generator), the teacher under ``no_grad``, ``kd_loss`` + CE,
+``LambdaLR`` on the same schedule, a JSON line every ``log_every`` steps and a safetensors file of the student
+after each epoch. Both end with the same weights (checked): only the framework differs.
+
+The two alternate, ``--repeats`` times each (interleaved, so that a slow moment of the machine hits both);
+the ratio is the median of the per-repeat ratios of wall time per optimizer step. Writes
+benchmarks/results/overhead.json. Target: at most 1.05x.
+
+(b), MiniLM-L6 -> 3 layers with KD + hidden MSE + attention KL, is not measured yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from benchmarks.nlp_common import RESULTS, ROOT
+from distill.losses import kd_loss
+from distill.run.recipe import validate_recipe
+from distill.run.runner import make_context
+from distill.train.atomic import atomic_write_json
+from distill.train.checkpoint import library_versions
+
+TARGET = RESULTS / "overhead.json"
+DATA = ROOT.parent / "shared" / "data" / "mnist"
+
+
+def mnist_recipe(examples: int, epochs: int) -> dict:
+    train = {
+        "epochs": epochs,
+        "batch_size": 128,
+        "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
+        "lr_schedule": {"name": "cosine", "warmup_steps": 10},
+        "log_every": 20,
+        "cpu": True,
+    }
+    return {
+        "name": "overhead-mnist",
+        "data": {"dataset": "mnist", "data_dir": str(DATA), "train_subset": examples},
+        "teacher": {"model": {"kind": "mlp", "hidden": [1200, 1200]}, "seed": 0, "train": train},
+        "student": {"model": {"kind": "mlp", "hidden": [800, 800]}, "train": train},
+        "distill": {"response_loss": "kd", "temperature": 20.0, "kd_weight": 1.0, "hard_weight": 0.1},
+    }
+
+
+def hand_loop(teacher, student, dataset, settings, distill, folder: Path, seed: int = 0) -> int:
+    """The same training in plain PyTorch; returns the optimizer steps taken."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = settings.optimizer
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=options.lr, momentum=options.momentum, nesterov=options.nesterov
+    )
+    generator = torch.Generator()
+    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    total = math.ceil(len(loader)) * settings.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: settings.lr_schedule.factor(step, total))
+    teacher.eval()
+    student.train()
+    step = 0
+    with open(folder / "log.jsonl", "w") as log:
+        for epoch in range(settings.epochs):
+            generator.manual_seed(seed * 100_003 + epoch)
+            for inputs, labels in loader:
+                with torch.no_grad():
+                    teacher_logits = teacher(inputs)
+                logits = student(inputs)
+                soft = kd_loss(logits, teacher_logits, temperature=distill.temperature)
+                loss = distill.kd_weight * soft + distill.hard_weight * F.cross_entropy(logits, labels)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                step += 1
+                if step % settings.log_every == 0:
+                    log.write(json.dumps({"step": step, "loss": float(loss)}) + "\n")
+            save_file(
+                {name: tensor.contiguous() for name, tensor in student.state_dict().items()},
+                str(folder / f"epoch-{epoch}.safetensors"),
+            )
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-overhead"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    raw = mnist_recipe(args.examples, args.epochs)
+    recipe = validate_recipe(raw, "benchmark overhead")
+    context = make_context(recipe, raw, work, show_progress=False)
+    teacher = context.build_teacher(recipe.teacher.model, seed=0)
+    initial = context.build_student(0)
+    settings, distill = recipe.student.train, recipe.distill
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # the first optimizer imports torch._dynamo
+    per_step: dict[str, list[float]] = {"distill": [], "hand": []}
+    final: dict[str, dict] = {}
+    for repeat in range(args.repeats):
+        student = copy.deepcopy(initial)
+        objective = context.distiller(teacher, student, context.task)
+        started = time.perf_counter()
+        record = context.train(objective, work / f"distill-{repeat}", 0, "overhead", evaluate=False)
+        seconds = time.perf_counter() - started
+        steps = record["step"]
+        per_step["distill"].append(seconds / steps)
+        final["distill"] = {name: value.clone() for name, value in student.state_dict().items()}
+
+        student = copy.deepcopy(initial)
+        started = time.perf_counter()
+        steps_hand = hand_loop(teacher, student, context.task.train, settings, distill, work / f"hand-{repeat}")
+        per_step["hand"].append((time.perf_counter() - started) / steps_hand)
+        final["hand"] = student.state_dict()
+        assert steps_hand == steps, (steps_hand, steps)
+        milliseconds = {name: 1000 * values[-1] for name, values in per_step.items()}
+        print(
+            f"repeat {repeat}: distill {milliseconds['distill']:.2f} ms/step, hand {milliseconds['hand']:.2f}",
+            flush=True,
+        )
+    difference = max(float((final["distill"][name] - final["hand"][name]).abs().max()) for name in final["hand"])
+    ratios = [d / h for d, h in zip(per_step["distill"], per_step["hand"], strict=True)]
+    row = {
+        "distill_ms_per_step": 1000 * statistics.median(per_step["distill"]),
+        "hand_ms_per_step": 1000 * statistics.median(per_step["hand"]),
+        "ratio": statistics.median(ratios),
+        "ratios": ratios,
+        "steps": steps,
+        "largest_weight_difference": difference,
+    }
+    table = (
+        "| pair | distill ms/step | hand-written ms/step | ratio (median of repeats) | final weights differ by |\n"
+        "|---|---|---|---|---|\n"
+        f"| Hinton MNIST 1200-1200 -> 800-800, batch 128 | {row['distill_ms_per_step']:.2f} | "
+        f"{row['hand_ms_per_step']:.2f} | {row['ratio']:.3f}x | {difference:.1e} |"
+    )
+    print(table)
+    settings_record = {"repeats": args.repeats, "examples": args.examples, "epochs": args.epochs}
+    atomic_write_json(
+        TARGET,
+        {
+            "benchmark": "overhead",
+            "settings": settings_record,
+            "rows": {"hinton_mnist": row},
+            "table": table,
+            "versions": library_versions(),
+            "command": "python -m benchmarks.overhead",
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
