@@ -8,9 +8,10 @@ a 3-layer student initialised from its layers 0, 2, 5, batch 32 x 128 tokens, Hi
 hidden-state MSE, AdamW. ``bf16`` runs both forwards under ``torch.autocast("cpu", torch.bfloat16)`` as
 Accelerate's ``mixed_precision: bf16`` does; ``checkpointing`` is :func:`distill.train.memory.enable_
 gradient_checkpointing` (``train.gradient_checkpointing``). Every setting runs in its own process, in
-interleaved rounds; the peak is the resident memory sampled every 2 ms during the timed steps, less the
-resident memory just before them (so the models and optimizer state are not counted, the activations and
-gradients are). Writes benchmarks/results/memory.json.
+interleaved rounds; the peak is the resident memory sampled every 2 ms from the first step to the last,
+less the resident memory before the first step (the models are not counted; gradients, AdamW's state and
+the activations are). Step time is the median of the steps after two warm-up steps.
+Writes benchmarks/results/memory.json.
 """
 
 from __future__ import annotations
@@ -99,11 +100,11 @@ def one_setting(name: str, steps: int, batch: int, length: int) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    for _ in range(2):
-        step()
-    before = _resident_bytes()
+    before = _resident_bytes()  # models, inputs and optimizer built; no step taken yet
     sampler = PeakSampler()
     sampler.start()
+    for _ in range(2):  # warm-up steps: not timed, but their memory counts (the allocator keeps it)
+        step()
     seconds = []
     for _ in range(steps):
         started = time.perf_counter()
