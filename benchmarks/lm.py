@@ -149,7 +149,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"{teacher['test_perplexity']:.2f} | | | {100 * teacher['next_token_accuracy']:.2f}% | |",
     ]
     ce = record["rows"].get("ce", {}).get("test_perplexity")
-    for name, row in record["rows"].items():
+    order = ["init", "ce", *(method.removeprefix("ce+") for method in METHODS)]  # the JSON's keys are sorted
+    for name, row in sorted(record["rows"].items(), key=lambda item: order.index(item[0])):
         relative = f"{100 * (row['test_perplexity'] / ce - 1):+.1f}%" if ce and name not in ("ce", "init") else ""
         lines.append(
             f"| {name} | {_number(row.get('dev_perplexity'), '.2f')} | {_number(row['test_perplexity'], '.2f')} | "

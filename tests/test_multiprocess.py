@@ -98,24 +98,6 @@ def test_a_two_process_run_killed_mid_epoch_resumes_under_two_processes_to_the_s
     assert len(differences) == 2 and max(differences.values()) < 1e-5, differences
 
 
-def test_a_language_model_trains_from_the_teacher_cache_the_main_process_filled(tmp_path):
-    from tests.test_lm_run import lm_recipe
-
-    recipe = lm_recipe(tmp_path)
-    del recipe["teacher"]["train"]  # a pretrained teacher, used as it is, read from its top-k cache
-    recipe["teacher"]["cache"] = {"top_k": 32}
-    recipe["data"]["train_subset"] = 160  # whole global batches of 16: no batch padded across processes
-    recipe["student"] |= {"baseline": False}
-    recipe["student"]["train"] |= {"epochs": 1, "cpu": True}
-    recipe["generation"] = {"samples": 0}
-    one, two = tmp_path / "one", tmp_path / "two"
-    _distill(one, _write(tmp_path, recipe, 16), processes=1)
-    _distill(two, _write(tmp_path, recipe, 8), processes=2)
-    differences = _largest_differences(one, two)
-    assert differences and max(differences.values()) < 1e-5, differences
-    assert (two / "teacher-cache" / "manifest.json").is_file() and not list(two.rglob("*.tmp"))
-
-
 def test_processes_that_would_each_train_alone_are_refused_with_the_setting_that_joins_them(monkeypatch):
     from distill.train.world import check_joined, is_main_process
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pydantic import field_validator
 from torch import nn
 
 from distill.models.registry import Inputs, ModelContext, ModelSpec, register_model
@@ -32,9 +33,14 @@ class CausalLMSpec(ModelSpec):
     layers: int | list[int] | None = None
     layer_map: Literal["uniform", "first"] = "uniform"
 
-    def _check_layers(self) -> None:
-        if isinstance(self.layers, int) and self.layers < 1:
-            raise ValueError(f"layers must be at least 1, got {self.layers}")
+    @field_validator("layers")
+    @classmethod
+    def _layers_exist(cls, layers: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(layers, int) and layers < 1:
+            raise ValueError("layers must be at least 1")
+        if isinstance(layers, list) and (not layers or min(layers) < 0):
+            raise ValueError("layers lists teacher layer indices from 0 (at least one)")
+        return layers
 
     def build(self, context: ModelContext) -> nn.Module:
         from distill.lm.models import decoder_layers, drop_layers, load_causal_lm, uniform_layers
@@ -43,7 +49,6 @@ class CausalLMSpec(ModelSpec):
             raise ValueError(
                 f"model kind 'causal_lm' needs a language-model dataset (kjv or lm), not a {context.head} task"
             )
-        self._check_layers()
         source = context.source if self.layers is not None and context.source is not None else None
         model = source if source is not None else load_causal_lm(self.path)
         if self.layers is None:
