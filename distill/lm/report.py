@@ -1,10 +1,10 @@
 """What a language-model run reports beside the table: held-out perplexity and KL to the teacher, tokens
-per second of training and of generation, and a few generations of teacher and students on the same prompts.
+per second of generation, and a few generations of teacher and students on the same prompts. Training
+tokens/s is every run's (:func:`distill.train.metrics_log.training_throughput`, added by the runner).
 """
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ from torch import nn
 
 from distill.lm.generation import GenerationSpec, generate
 from distill.lm.sequences import prompts_of
-from distill.train.metrics_log import METRICS_FILE, read_records
 
 
 def sample_prompts(dataset: Any, count: int, prompt_tokens: int) -> list[list[int]]:
@@ -23,15 +22,6 @@ def sample_prompts(dataset: Any, count: int, prompt_tokens: int) -> list[list[in
         return []
     stacked = {key: torch.stack([item[key] for item in items]) for key in ("input_ids", "labels", "attention_mask")}
     return prompts_of(stacked["input_ids"], stacked["labels"], stacked["attention_mask"], prompt_tokens)
-
-
-def train_tokens_per_second(run_dir: Path, tokens: int) -> float | None:
-    """Scored training tokens per second of training: the tokens of an epoch over its median duration."""
-    path = run_dir / METRICS_FILE
-    if not path.is_file():
-        return None
-    seconds = [record["seconds"] for record in read_records(path) if record.get("event") == "epoch"]
-    return tokens / statistics.median(seconds) if seconds and statistics.median(seconds) > 0 else None
 
 
 def lm_details(
@@ -44,8 +34,6 @@ def lm_details(
         details[f"{split}_perplexity"] = task.split_metrics(model, split)["perplexity"]
     if teacher is not None and teacher is not model and not task.two_encodings:  # KL needs one vocabulary
         details["teacher_kl"] = task.teacher_kl(model, teacher)
-    if run_dir is not None and (speed := train_tokens_per_second(run_dir, task.train.scored_tokens)) is not None:
-        details["train_tokens_per_second"] = speed
     if settings.samples:
         prompts = sample_prompts(evaluation[task.score_split], settings.samples, settings.prompt_tokens)
         generated = generate(model, prompts, tokenizer, settings)
