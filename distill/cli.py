@@ -262,15 +262,13 @@ def cache_teacher(
     data_dir: DataDirOption = None,
     quiet: bool = False,
 ) -> None:
-    """Write a causal-LM teacher's top-k for the recipe's training corpus to disk (teacher.cache), resumable."""
-    from distill.lm.cache import cache_for_task
-
+    """Write the teacher's outputs for the recipe's training data to disk (teacher.cache), resumable: a causal
+    LM's top-k next-token distribution, or a classifier's logits and matched layers per example."""
     spec, raw = load_recipe(recipe, overrides or [])
-    settings = spec.teacher.cache
-    if settings is None:
+    if spec.teacher.cache is None:
         raise ValueError(
-            "the recipe has no teacher.cache: add e.g. teacher.cache: {top_k: 32} (or the override "
-            "teacher.cache.top_k=32), which the run then reads too"
+            "the recipe has no teacher.cache: add e.g. teacher.cache: {} (or the override "
+            "teacher.cache.dir=teacher-cache), which the run then reads too"
         )
     out = out or Path("runs") / spec.name
     out.mkdir(parents=True, exist_ok=True)
@@ -280,13 +278,32 @@ def cache_teacher(
 
         def progress(done: int, total: int) -> None:
             if not quiet:
-                console.print(f"cached {done:,} of {total:,} blocks")
+                console.print(f"cached {done:,} of {total:,}")
 
-        cache = cache_for_task(settings, out, teacher, context.task, progress)
+        if context.task.cache_teacher:
+            _cache_outputs(context, teacher, progress)
+        else:
+            _cache_top_k(context, teacher, out, progress)
+
+
+def _cache_top_k(context, teacher, out: Path, progress) -> None:
+    from distill.lm.cache import cache_for_task
+
+    cache = cache_for_task(context.recipe.teacher.cache, out, teacher, context.task, progress)
     tokens = len(cache) * cache.block_size
     console.print(
         f"top-{cache.k} cache of {len(cache):,} blocks in {cache.folder}: {cache.bytes_on_disk():,} bytes, "
         f"{cache.bytes_on_disk() / tokens:.1f} bytes per token"
+    )
+
+
+def _cache_outputs(context, teacher, progress) -> None:
+    student = context.build_student(0, source=teacher)
+    names = context.objective(teacher, student, attach=False).teacher_layers  # what the run's matches read
+    cache = context.output_cache(teacher, context.task, names, progress)
+    console.print(
+        f"teacher output cache of {len(cache):,} examples (logits{''.join(', ' + n for n in names)}) in "
+        f"{cache.folder}: {cache.bytes_on_disk():,} bytes, {cache.bytes_on_disk() / len(cache):,.0f} bytes per example"
     )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from distill.lm.cache import StaleCacheError, TopKCache, fill_cache
+from distill.core.shard_store import StaleCacheError
+from distill.lm.cache import TopKCache, fill_cache
 from distill.lm.corpus import shifted_mask
 from distill.losses.lm import forward_kl_loss
 from tests.test_lm_models_corpus import tiny_llama

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -107,3 +108,42 @@ def test_processes_that_would_each_train_alone_are_refused_with_the_setting_that
     with pytest.raises(ValueError, match=r"started 2 processes but Accelerate joined 1: .*set train.cpu: true"):
         check_joined(1)
     check_joined(2)
+
+
+def test_two_processes_fill_the_teacher_output_cache_a_shard_each_and_both_read_all_of_it(tmp_path):
+    """teacher.cache on text data: shards 0 and 2 come from the main process, 1 and 3 from the other, and
+    they hold the trained teacher's outputs. (Text batches are length-grouped per process, and BERT's
+    dropout draws differ per process, so this run is not one process's run at twice the batch.)"""
+    from distill.core.cache import teacher_forward
+    from distill.core.disk_cache import OutputCache
+    from distill.run.recipe import validate_recipe
+    from distill.run.runner import make_context
+    from distill.train.checkpoint import load_module_weights
+    from tests.hf_models import save_tiny_bert_folder
+
+    bert = save_tiny_bert_folder(tmp_path / "bert")
+    train = {"epochs": 1, "cpu": True, "optimizer": {"lr": 1e-3}}
+    recipe = {
+        "name": "cached-text",
+        "data": {"dataset": "sst2", "train_subset": 40, "max_length": 24},
+        "teacher": {"model": {"kind": "hf", "path": bert}, "train": dict(train), "cache": {"shard_examples": 12}},
+        "student": {"model": {"kind": "hf", "path": bert, "layers": 1}, "train": dict(train), "baseline": False},
+        "distill": {"matches": [{"student": "hidden:1", "teacher": "hidden:2", "loss": "hidden_mse"}]},
+    }
+    two = tmp_path / "two"
+    _distill(two, _write(tmp_path, recipe, 10), processes=2)
+    (folder,) = list((two / "teacher-cache").iterdir())
+    assert sorted(path.name for path in folder.glob("shard-*")) == [f"shard-0000{i}.safetensors" for i in range(4)]
+    cache = OutputCache(folder)  # finished: 12 + 12 + 12 + 4 examples recorded
+    cache.verify()
+    assert (two / "seed-0" / "distilled" / "checkpoints").is_dir()
+    assert not list(two.rglob("*.tmp")) and not (two / ".lock").exists()
+    context = make_context(validate_recipe(recipe), recipe, tmp_path / "probe", show_progress=False)
+    teacher = context.build_teacher(context.recipe.teacher.model, 0)
+    load_module_weights(teacher, two / "teacher" / "checkpoints" / "epoch-0000" / "model.safetensors")
+    for index in (0, 13, 30, 39):  # one example of each shard
+        inputs = context.task.collate([context.task.train[index]])
+        inputs = {k: v for k, v in inputs.items() if k not in ("labels", "index")}
+        live = teacher_forward(teacher.eval(), ["hidden:2"], inputs)
+        assert torch.allclose(cache.example("logits", index), live["logits"][0], atol=1e-5)
+        assert torch.allclose(cache.example("hidden:2", index), live["hidden:2"][0], atol=1e-5)

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from distill import losses as loss_registry
 from distill.capture.hf_layers import check_layer_name, open_capture
 from distill.core.batch import Batch, Inputs, call_model, logits_of
-from distill.core.cache import TeacherCache
+from distill.core.cache import TeacherCache, teacher_forward
 from distill.core.matches import (
     BuiltMatch,
     FeatureMatch,
@@ -179,6 +179,11 @@ class Distiller:
     def built(self) -> list[BuiltMatch]:
         return self.trainable.built
 
+    @property
+    def teacher_layers(self) -> list[str]:
+        """Every teacher layer a match reads (what a teacher cache must hold besides the logits)."""
+        return sorted({name for match in self.built for name in match.teacher_layers})
+
     # ------------------------------------------------------------------ the objective protocol
 
     def to(self, device: torch.device) -> Distiller:
@@ -219,12 +224,11 @@ class Distiller:
             if cached is not None:
                 device = batch.labels.device
                 return cached["logits"].to(device), {name: cached[name].to(device) for name in names}
-        with open_capture(self.teacher, names, detach=True) as captured:
-            logits = logits_of(call_model(self.teacher, inputs))
-        features = {name: captured[name] for name in names}
+        outputs = teacher_forward(self.teacher, names, inputs)
         if cache is not None:
-            cache.store({"logits": logits, **features}, batch.index, batch.mask)
-        return logits, features
+            cache.store(outputs, batch.index, batch.mask)
+        logits = outputs.pop("logits")
+        return logits, outputs
 
     def step_context(self, batch: Batch, teacher_logits: Tensor, step: int, total_steps: int | None) -> StepContext:
         return StepContext(

@@ -11,9 +11,10 @@ Only the first ``block_size − 1`` positions of a block are stored: the last on
 the block, which packing never scores. At k = 32 with a vocabulary under 65,536 tokens that is
 32 × (2 + 2) = 128 bytes per stored position, (block_size − 1) / block_size of that per corpus token.
 
-Safety: each shard is written to a temporary file, fsynced and renamed, and only then recorded in the
-manifest (itself replaced atomically), so a killed write leaves finished shards intact and
-:func:`fill_cache` resumes at the first missing one. The manifest's ``key`` is a sha256 of the teacher's
+The folder follows the shared format of :mod:`distill.core.shard_store`: each shard is written to a
+temporary file, fsynced and renamed, and only then recorded in the manifest (itself replaced atomically),
+so a killed write leaves finished shards intact and :func:`fill_cache` resumes at the first missing one;
+several processes fill it together, a shard each. The manifest's ``key`` is a sha256 of the teacher's
 weights, its tokenizer, the corpus's token ids and k: a cache built for anything else is refused, never
 silently read.
 """
@@ -25,46 +26,40 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from distill.core.disk_cache import TeacherCacheSpec, hash_tensor, hash_weights
+from distill.core.shard_store import (
+    MANIFEST,
+    ShardStore,
+    bytes_on_disk,
+    check_key,
+    covered,
+    read_manifest,
+    verify_shards,
+)
 from distill.losses.lm import Tail, TopKTeacher
-from distill.sections import RecipeSection, Text
-from distill.train.atomic import DamagedFileError, atomic_path, atomic_write_json, read_json
-from distill.train.checkpoint import sha256_of
 
-MANIFEST = "manifest.json"
 FORMAT = 1
-
-
-class StaleCacheError(ValueError):
-    """A cache folder built for another teacher, tokenizer, corpus or k."""
-
-
-def _hash_tensor(digest, tensor: Tensor) -> None:
-    tensor = tensor.detach().cpu().contiguous()
-    digest.update(f"{tuple(tensor.shape)}{tensor.dtype}".encode())
-    digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+WHAT = "top-k cache"
+BUILT_FOR = "teacher, tokenizer, corpus or k"
 
 
 def cache_key(teacher: nn.Module, tokenizer, input_ids: Tensor, k: int) -> str:
     """sha256 over the teacher's weights (names, shapes, dtypes, bytes), the tokenizer, the token ids and k."""
     digest = hashlib.sha256(f"format {FORMAT}; k {k}\n".encode())
     hash_model(digest, teacher, tokenizer)
-    _hash_tensor(digest, input_ids)
+    hash_tensor(digest, input_ids)
     return digest.hexdigest()
 
 
 def hash_model(digest: Any, model: nn.Module, tokenizer: Any) -> None:
     """Feed ``digest`` the model's weights (names, shapes, dtypes, bytes) and its tokenizer."""
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        _hash_tensor(digest, tensor)
+    hash_weights(digest, model)
     digest.update(_tokenizer_fingerprint(tokenizer).encode())
 
 
@@ -84,28 +79,8 @@ class CacheSpec:
     block_size: int
     shard_blocks: int
 
-    def manifest(self, shards: list[dict]) -> dict:
-        return {"format": FORMAT, **self.__dict__, "shards": shards}
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    path = folder / MANIFEST
-    if not path.exists():
-        return None
-    manifest = read_json(path)
-    if not isinstance(manifest, dict) or "key" not in manifest or "shards" not in manifest:
-        raise DamagedFileError(f"{path} is not a top-k cache manifest (no key or shards); delete the folder")
-    return manifest
-
-
-def _check_same(manifest: dict, spec: CacheSpec, folder: Path) -> None:
-    if manifest.get("key") != spec.key:
-        raise StaleCacheError(
-            f"the top-k cache in {folder} was built for another teacher, tokenizer, corpus or k "
-            f"(key {str(manifest.get('key'))[:12]}…, expected {spec.key[:12]}…); delete it or choose another folder"
-        )
-    if manifest.get("format") != FORMAT:
-        raise StaleCacheError(f"the top-k cache in {folder} has format {manifest.get('format')}, expected {FORMAT}")
+    def header(self) -> dict:
+        return {"format": FORMAT, **self.__dict__}
 
 
 @torch.no_grad()
@@ -130,34 +105,25 @@ def fill_cache(
     vocab = teacher.get_output_embeddings().weight.shape[0]
     blocks, block_size = input_ids.shape
     key = cache_key(teacher, tokenizer, input_ids, k)
-    spec = CacheSpec(key, min(k, vocab), vocab, blocks, block_size, shard_blocks)
-    manifest = _read_manifest(folder)
+    manifest = read_manifest(folder, WHAT)
     if manifest is not None:
-        _check_same(manifest, spec, folder)
-    shards = [] if manifest is None else list(manifest["shards"])
-    if manifest is not None:
+        check_key(manifest, key, FORMAT, folder, WHAT, BUILT_FOR)
         shard_blocks = manifest["shard_blocks"]  # resuming: the shards already written fix the layout
-        spec = CacheSpec(spec.key, spec.k, vocab, blocks, block_size, shard_blocks)
-    folder.mkdir(parents=True, exist_ok=True)
+    spec = CacheSpec(key, min(k, vocab), vocab, blocks, block_size, shard_blocks)
     index_dtype = torch.uint16 if vocab <= 65536 else torch.int32
     device = next(teacher.parameters()).device
-    for start in range(len(shards) * shard_blocks, blocks, shard_blocks):
-        end = min(start + shard_blocks, blocks)
+
+    def make(start: int, end: int) -> dict[str, Tensor]:
         indices, log_probs = [], []
         for first in range(start, end, batch_size):
             batch = input_ids[first : min(first + batch_size, end)].to(device)
             top = TopKTeacher.from_logits(teacher(input_ids=batch).logits[:, :-1], spec.k)
             indices.append(top.indices.to(index_dtype).cpu())
             log_probs.append(top.log_probs.to(torch.float16).cpu())
-        name = f"shard-{len(shards):05d}.safetensors"
-        with atomic_path(folder / name) as temporary:
-            save_file({"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}, str(temporary))
-        shards.append({"file": name, "blocks": [start, end], "sha256": sha256_of(folder / name)})
-        atomic_write_json(folder / MANIFEST, spec.manifest(shards))
-        if progress is not None:
-            progress(end, blocks)
-    if manifest is None and not shards:
-        atomic_write_json(folder / MANIFEST, spec.manifest(shards))
+        return {"indices": torch.cat(indices), "log_probs": torch.cat(log_probs)}
+
+    store = ShardStore(folder, spec.header(), "blocks", None if manifest is None else manifest["shards"])
+    store.fill(blocks, shard_blocks, make, progress)
     return TopKCache(folder, expected_key=spec.key)
 
 
@@ -166,20 +132,17 @@ class TopKCache:
 
     def __init__(self, folder: str | Path, expected_key: str | None = None, tail: Tail = "renormalize") -> None:
         self.folder = Path(folder)
-        manifest = _read_manifest(self.folder)
+        manifest = read_manifest(self.folder, WHAT)
         if manifest is None:
             raise FileNotFoundError(
                 f"no top-k cache in {self.folder} (no {MANIFEST}); fill it with distill cache-teacher"
             )
-        if expected_key is not None and manifest["key"] != expected_key:
-            raise StaleCacheError(
-                f"the top-k cache in {self.folder} was built for another teacher, tokenizer, corpus or k; "
-                "delete it or choose another folder"
-            )
-        covered = manifest["shards"][-1]["blocks"][1] if manifest["shards"] else 0
-        if covered != manifest["blocks"]:
+        if expected_key is not None:
+            check_key(manifest, expected_key, FORMAT, self.folder, WHAT, BUILT_FOR)
+        done = covered(manifest, "blocks")
+        if done != manifest["blocks"]:
             raise ValueError(
-                f"the top-k cache in {self.folder} is unfinished ({covered} of {manifest['blocks']} blocks); "
+                f"the top-k cache in {self.folder} is unfinished ({done} of {manifest['blocks']} blocks); "
                 "run distill cache-teacher again to finish it"
             )
         self.manifest, self.tail = manifest, tail
@@ -191,12 +154,10 @@ class TopKCache:
 
     def verify(self) -> None:
         """Check every shard's sha256 against the manifest (a DamagedFileError names the first that differs)."""
-        for shard in self.manifest["shards"]:
-            if sha256_of(self.folder / shard["file"]) != shard["sha256"]:
-                raise DamagedFileError(f"{self.folder / shard['file']} does not match its sha256: refill the cache")
+        verify_shards(self.folder, self.manifest)
 
     def bytes_on_disk(self) -> int:
-        return sum((self.folder / shard["file"]).stat().st_size for shard in self.manifest["shards"])
+        return bytes_on_disk(self.folder, self.manifest)
 
     def teacher_for(self, block_indices: Sequence[int]) -> TopKTeacher:
         """The cached top-k of these blocks, ``(B, block_size, k)``; the last position (never scored) is a
@@ -217,25 +178,8 @@ class TopKCache:
         return TopKTeacher(indices=index, log_probs=values, tail=self.tail)
 
 
-class TopKCacheSpec(RecipeSection):
-    """``teacher.cache``: train from the teacher's top-k stored on disk instead of running it live.
-
-    ``dir`` defaults to ``<run folder>/teacher-cache``; give a folder outside the run to share one cache
-    between runs (a cache built for another teacher, tokenizer, corpus or k is refused). ``distill
-    cache-teacher RECIPE`` fills it ahead; a run fills what is missing itself."""
-
-    top_k: int = Field(32, ge=1)
-    tail: Literal["renormalize", "uniform", "student"] = "renormalize"
-    dir: Text | None = None
-    batch_size: int = Field(8, ge=1)
-    shard_blocks: int = Field(256, ge=1)
-
-    def folder(self, run_dir: Path) -> Path:
-        return Path(self.dir) if self.dir else Path(run_dir) / "teacher-cache"
-
-
 def cache_for_task(
-    spec: TopKCacheSpec,
+    spec: TeacherCacheSpec,
     run_dir: Path,
     teacher: nn.Module,
     task: Any,

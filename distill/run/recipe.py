@@ -17,9 +17,9 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from distill import losses as loss_registry
 from distill.compress import AnyCompressStep
 from distill.core.connectors import CONNECTOR_KINDS
+from distill.core.disk_cache import TeacherCacheSpec
 from distill.core.matches import check_options
 from distill.core.schedules import Schedule
-from distill.lm.cache import TopKCacheSpec
 from distill.lm.generation import GenerationSpec
 from distill.models import AnyModelSpec, MLPSpec, ModelSpec, kinds, spec_class
 from distill.names import unknown_name_message
@@ -133,7 +133,7 @@ class TeacherSpec(StrictModel):
     seed: int = 0
     train: TrainSettings = TrainSettings()
     ensemble: EnsembleSpec | None = None  # several teachers, averaged (Hinton et al. 2015)
-    cache: TopKCacheSpec | None = None  # causal LMs: the teacher's top-k on disk (distill cache-teacher)
+    cache: TeacherCacheSpec | None = None  # the teacher's outputs on disk (distill cache-teacher)
 
 
 class StudentSpec(StrictModel):

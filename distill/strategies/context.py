@@ -15,9 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import default_collate
 
 from distill.core.batch import reads_teacher_encoding
 from distill.core.cache import TeacherCache
+from distill.core.disk_cache import check_cache_fits
 from distill.core.distiller import Distiller, FeatureMatch, SupervisedObjective
 from distill.core.schedules import as_schedule
 from distill.models.registry import ModelSpec, build_model
@@ -65,6 +67,7 @@ class RunContext:
     # neither can be freed and its id reused by another teacher (a later seed's assistant) while cached
     _caches: dict[tuple[int, int], tuple[Any, TeacherCache]] = field(default_factory=dict)
     _top_k_caches: dict[tuple[int, int], tuple[Any, Any]] = field(default_factory=dict)  # the same, causal LMs
+    _output_caches: dict[tuple, tuple[Any, Any]] = field(default_factory=dict)  # teacher.cache on disk, per capture
 
     # ------------------------------------------------------------------ models
 
@@ -130,8 +133,8 @@ class RunContext:
         if self._teacher is None:
             ensemble = self.recipe.teacher.ensemble  # an EnsembleSpec trains its members itself
             self._teacher = ensemble.train(self) if ensemble is not None else self._single_teacher()
-            if getattr(self.recipe.teacher, "cache", None) is not None:  # filled (or refused) before any student
-                self.top_k_cache(self._teacher.model, self.task)
+            if getattr(self.recipe.teacher, "cache", None) is not None and _causal_lm(self.task):
+                self.top_k_cache(self._teacher.model, self.task)  # filled (or refused) before any student
         return self._teacher
 
     def top_k_cache(self, teacher: nn.Module, task: Task) -> Any:
@@ -146,6 +149,30 @@ class RunContext:
             cache = main_process_first(lambda: cache_for_task(self.recipe.teacher.cache, self.out, teacher, task))
             self._top_k_caches[key] = ((teacher, task.train), cache)
         return self._top_k_caches[key][1]
+
+    def output_cache(self, teacher: nn.Module, task: Task, names: list[str], progress: Any = None) -> Any:
+        """The recipe's on-disk cache (``teacher.cache``) of ``teacher``'s logits and layers ``names`` on
+        ``task``'s training data, filled where missing (each process making its share of the shards), once
+        per run and shared by every seed and row that captures the same layers."""
+        from distill.core.disk_cache import fill_output_cache
+
+        key = (id(teacher), id(task.train), tuple(names))
+        if key not in self._output_caches:
+            spec = self.recipe.teacher.cache
+            options = task.trainer_options(self.recipe.student.train)
+            cache = fill_output_cache(
+                spec.folder(self.out),
+                teacher,
+                names,
+                options["train_data"],
+                options.get("collate_fn") or default_collate,
+                batch_size=spec.batch_size,
+                shard_examples=spec.shard_examples,
+                dtype=spec.dtype,
+                progress=progress,
+            )
+            self._output_caches[key] = ((teacher, task.train), cache)
+        return self._output_caches[key][1]
 
     @property
     def trained_teacher(self) -> TeacherModel | None:
@@ -186,6 +213,12 @@ class RunContext:
         pre-flight check) leaves the run's resources alone: an LM objective then fills no teacher cache."""
         spec = spec or self.recipe.student.model
         own = spec.objective(student, teacher, self.recipe.distill)
+        on_disk = getattr(self.recipe.teacher, "cache", None)
+        if own is not None and on_disk is not None:
+            if _causal_lm(task or self.task):
+                check_cache_fits(on_disk, causal_lm=True)
+            else:
+                check_output_cache(on_disk, task or self.task)
         if own is not None:
             attach_to = getattr(own, "attach", None)  # an objective that reads the run (an LM's teacher cache)
             if attach and attach_to is not None:
@@ -193,7 +226,7 @@ class RunContext:
             return own
         if teacher is None:
             return SupervisedObjective(student)
-        return self.distiller(teacher, student, task or self.task)
+        return self.distiller(teacher, student, task or self.task, attach)
 
     def with_distill(self, distill: Any) -> RunContext:
         """This context with another ``distill:`` block (a validated ``DistillSpec``), sharing the task, the
@@ -201,8 +234,11 @@ class RunContext:
         one initial student."""
         return dataclasses.replace(self, recipe=self.recipe.model_copy(update={"distill": distill}))
 
-    def distiller(self, teacher: nn.Module, student: nn.Module, task: Task) -> Distiller:
+    def distiller(self, teacher: nn.Module, student: nn.Module, task: Task, attach: bool = True) -> Distiller:
+        """The recipe's ``distill:`` objective of ``student`` from ``teacher``; with ``teacher.cache`` (and
+        ``attach``) it reads the teacher's outputs from disk, filled first where missing."""
         spec = self.recipe.distill
+        on_disk = getattr(self.recipe.teacher, "cache", None)
         check_multi_label(task, spec.response_loss, self.recipe.strategy.kind)
         if getattr(task, "two_encodings", False) and spec.matches:
             names = ", ".join(f"{m.student} <- {m.teacher}" for m in spec.matches)
@@ -212,10 +248,10 @@ class RunContext:
                 "distill.matches, or use a student with the teacher's tokenizer"
             )
         cache = None
-        if task.cache_teacher:
+        if task.cache_teacher and on_disk is None:
             key = (id(teacher), id(task.train))
             cache = self._caches.setdefault(key, ((teacher, task.train), TeacherCache()))[1]
-        return Distiller(
+        distiller = Distiller(
             teacher,
             student,
             spec.response_loss,
@@ -228,12 +264,33 @@ class RunContext:
             build_context=task.build_context(),
             teacher_cache=cache,
         )
+        if on_disk is not None:
+            check_output_cache(on_disk, task)
+            if attach:
+                distiller.teacher_cache = self.output_cache(teacher, task, distiller.teacher_layers)
+        return distiller
 
     def check_distillation(self) -> None:
         """Build teacher, student and their objective untrained: a bad match fails now, not after training."""
         recipe = self.recipe
         teacher = self.build_teacher(recipe.teacher.model, recipe.teacher.seed)  # ensemble members share its kind
         self.objective(teacher, self.build_student(0, source=teacher), attach=False)
+
+
+def _causal_lm(task: Task) -> bool:
+    from distill.tasks.lm import LMTask
+
+    return isinstance(task, LMTask)
+
+
+def check_output_cache(spec: Any, task: Task) -> None:
+    """Refuse ``teacher.cache`` on data whose examples change between epochs, or with a causal LM's options."""
+    if not task.cache_teacher:
+        raise ValueError(
+            f"teacher.cache stores each training example's teacher outputs, but the {task.name} examples may change "
+            "between epochs (random jitter of tensor data): drop teacher.cache (the teacher then runs live)"
+        )
+    check_cache_fits(spec, causal_lm=False)
 
 
 MULTI_LABEL_LOSSES = ("sigmoid_kd", "logits_mse")  # a softmax over independent yes/no classes is meaningless

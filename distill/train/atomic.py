@@ -28,15 +28,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 @contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, every_process: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that takes a file name; renamed onto ``path`` (after an
-    fsync) when the block succeeds (in the main process), removed when it fails."""
+    fsync) when the block succeeds (in the main process, or in any with ``every_process``: a file that each
+    process writes for itself, such as its shard of a teacher cache), removed when it fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
         yield Path(temporary)
-        if not is_main_process():  # another process of a multi-process run: its copy is not kept
+        if not (every_process or is_main_process()):  # another process of a multi-process run: its copy is not kept
             Path(temporary).unlink(missing_ok=True)
             return
         with open(temporary, "rb") as stream:
