@@ -1,6 +1,6 @@
 """What distill's loop costs over a hand-written one: the same models, data order, optimizer, loss.
 
-    python -m benchmarks.overhead [--repeats 3] [--examples 6000] [--epochs 2]
+    python -m benchmarks.overhead [--repeats 3] [--examples 6000] [--epochs 2] [--pairs hinton_mnist,minilm]
 
 (a) Hinton's MNIST pair: the 784-1200-1200-10 teacher (as initialised: the cost does not depend on its
 weights) and the 784-800-800-10 student, KD at T = 20 plus 0.1 x CE, SGD with Nesterov momentum, cosine
@@ -14,7 +14,8 @@ The two alternate, ``--repeats`` times each (interleaved, so that a slow moment 
 the ratio is the median of the per-repeat ratios of wall time per optimizer step. Writes
 benchmarks/results/overhead.json. Target: at most 1.05x.
 
-(b), MiniLM-L6 -> 3 layers with KD + hidden MSE + attention KL, is not measured yet.
+(b) MiniLM-L6 -> 3 layers on SST-2 with KD + hidden MSE + attention KL at batch 32 x 64 tokens
+(``benchmarks/overhead_minilm.py``; ``--text-examples`` sentences), measured the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -34,10 +36,12 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
 from benchmarks.nlp_common import RESULTS, ROOT
+from benchmarks.overhead_minilm import hand_loop as minilm_hand_loop
+from benchmarks.overhead_minilm import minilm_recipe
 from distill.losses import kd_loss
 from distill.run.recipe import validate_recipe
 from distill.run.runner import make_context
-from distill.train.atomic import atomic_write_json
+from distill.train.atomic import atomic_write_json, read_json
 from distill.train.checkpoint import library_versions
 
 TARGET = RESULTS / "overhead.json"
@@ -62,7 +66,7 @@ def mnist_recipe(examples: int, epochs: int) -> dict:
     }
 
 
-def hand_loop(teacher, student, dataset, settings, distill, folder: Path, seed: int = 0) -> int:
+def hand_loop(teacher, student, task, settings, distill, folder: Path, seed: int = 0) -> int:
     """The same training in plain PyTorch; returns the optimizer steps taken."""
     folder.mkdir(parents=True, exist_ok=True)
     options = settings.optimizer
@@ -70,7 +74,7 @@ def hand_loop(teacher, student, dataset, settings, distill, folder: Path, seed: 
         student.parameters(), lr=options.lr, momentum=options.momentum, nesterov=options.nesterov
     )
     generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=settings.batch_size, shuffle=True, generator=generator)
+    loader = DataLoader(task.train, batch_size=settings.batch_size, shuffle=True, generator=generator)
     total = math.ceil(len(loader)) * settings.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: settings.lr_schedule.factor(step, total))
     teacher.eval()
@@ -99,75 +103,108 @@ def hand_loop(teacher, student, dataset, settings, distill, folder: Path, seed: 
     return step
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--examples", type=int, default=6000)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-overhead"))
-    args = parser.parse_args()
-    torch.set_num_threads(2)
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    raw = mnist_recipe(args.examples, args.epochs)
+PAIRS: dict[str, dict[str, Any]] = {
+    "hinton_mnist": {
+        "title": "Hinton MNIST 1200-1200 -> 800-800, batch 128",
+        "recipe": mnist_recipe,
+        "hand": hand_loop,
+    },
+    "minilm": {
+        "title": "MiniLM-L6 -> 3 layers, KD + hidden MSE + attention KL, batch 32 x 64",
+        "recipe": minilm_recipe,
+        "hand": minilm_hand_loop,
+    },
+}
+
+
+def measure(pair: str, examples: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Alternate distill's Trainer and the hand loop ``args.repeats`` times on ``pair``; its row."""
+    raw = PAIRS[pair]["recipe"](examples, args.epochs)
     recipe = validate_recipe(raw, "benchmark overhead")
     context = make_context(recipe, raw, work, show_progress=False)
     teacher = context.build_teacher(recipe.teacher.model, seed=0)
-    initial = context.build_student(0)
+    initial = context.build_student(0, source=teacher)
     settings, distill = recipe.student.train, recipe.distill
-    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # the first optimizer imports torch._dynamo
     per_step: dict[str, list[float]] = {"distill": [], "hand": []}
     final: dict[str, dict] = {}
     for repeat in range(args.repeats):
         student = copy.deepcopy(initial)
         objective = context.distiller(teacher, student, context.task)
+        objective.teacher_cache = None  # the hand loop runs the teacher on every batch too
+        torch.manual_seed(repeat)  # the student's dropout draws: the same in both loops
         started = time.perf_counter()
-        record = context.train(objective, work / f"distill-{repeat}", 0, "overhead", evaluate=False)
-        seconds = time.perf_counter() - started
+        record = context.train(objective, work / f"{pair}-distill-{repeat}", 0, "overhead", evaluate=False)
         steps = record["step"]
-        per_step["distill"].append(seconds / steps)
+        per_step["distill"].append((time.perf_counter() - started) / steps)
         final["distill"] = {name: value.clone() for name, value in student.state_dict().items()}
 
         student = copy.deepcopy(initial)
+        torch.manual_seed(repeat)
         started = time.perf_counter()
-        steps_hand = hand_loop(teacher, student, context.task.train, settings, distill, work / f"hand-{repeat}")
-        per_step["hand"].append((time.perf_counter() - started) / steps_hand)
+        hand_steps = PAIRS[pair]["hand"](
+            teacher, student, context.task, settings, distill, work / f"{pair}-hand-{repeat}"
+        )
+        per_step["hand"].append((time.perf_counter() - started) / hand_steps)
         final["hand"] = student.state_dict()
-        assert steps_hand == steps, (steps_hand, steps)
+        assert hand_steps == steps, (hand_steps, steps)
         milliseconds = {name: 1000 * values[-1] for name, values in per_step.items()}
         print(
-            f"repeat {repeat}: distill {milliseconds['distill']:.2f} ms/step, hand {milliseconds['hand']:.2f}",
+            f"{pair} repeat {repeat}: distill {milliseconds['distill']:.2f} ms/step, hand {milliseconds['hand']:.2f}",
             flush=True,
         )
-    difference = max(float((final["distill"][name] - final["hand"][name]).abs().max()) for name in final["hand"])
     ratios = [d / h for d, h in zip(per_step["distill"], per_step["hand"], strict=True)]
-    row = {
+    return {
         "distill_ms_per_step": 1000 * statistics.median(per_step["distill"]),
         "hand_ms_per_step": 1000 * statistics.median(per_step["hand"]),
         "ratio": statistics.median(ratios),
         "ratios": ratios,
         "steps": steps,
-        "largest_weight_difference": difference,
+        "examples": examples,
+        "largest_weight_difference": max(
+            float((final["distill"][name] - final["hand"][name]).abs().max()) for name in final["hand"]
+        ),
     }
-    table = (
-        "| pair | distill ms/step | hand-written ms/step | ratio (median of repeats) | final weights differ by |\n"
-        "|---|---|---|---|---|\n"
-        f"| Hinton MNIST 1200-1200 -> 800-800, batch 128 | {row['distill_ms_per_step']:.2f} | "
-        f"{row['hand_ms_per_step']:.2f} | {row['ratio']:.3f}x | {difference:.1e} |"
-    )
-    print(table)
-    settings_record = {"repeats": args.repeats, "examples": args.examples, "epochs": args.epochs}
-    atomic_write_json(
-        TARGET,
-        {
-            "benchmark": "overhead",
-            "settings": settings_record,
-            "rows": {"hinton_mnist": row},
-            "table": table,
-            "versions": library_versions(),
-            "command": "python -m benchmarks.overhead",
-        },
-    )
+
+
+def markdown(rows: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        "| pair | distill ms/step | hand-written ms/step | ratio (median of repeats) | final weights differ by |",
+        "|---|---|---|---|---|",
+    ]
+    for pair, row in rows.items():
+        lines.append(
+            f"| {PAIRS[pair]['title']} | {row['distill_ms_per_step']:.2f} | {row['hand_ms_per_step']:.2f} | "
+            f"{row['ratio']:.3f}x | {row['largest_weight_difference']:.1e} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--text-examples", type=int, default=1280)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--pairs", default=",".join(PAIRS))
+    parser.add_argument("--work", default=str(ROOT / "runs" / "bench-overhead"))
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    work = Path(args.work)
+    shutil.rmtree(work, ignore_errors=True)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)  # the first optimizer imports torch._dynamo
+    record = read_json(TARGET) if TARGET.exists() else {"rows": {}}
+    for pair in args.pairs.split(","):
+        examples = args.text_examples if pair == "minilm" else args.examples
+        record["rows"][pair] = measure(pair, examples, args, work)
+        record.update(
+            benchmark="overhead",
+            settings={"repeats": args.repeats, "epochs": args.epochs},
+            table=markdown(record["rows"]),
+            versions=library_versions(),
+            command="python -m benchmarks.overhead",
+        )
+        atomic_write_json(TARGET, record)  # after each pair: a later --pairs run keeps the others
+    print(record["table"])
 
 
 if __name__ == "__main__":

@@ -174,6 +174,8 @@ class OutputCache:
     """A finished per-example teacher output cache, read memory-mapped; the Distiller's ``teacher_cache``
     (the same ``lookup`` as the in-memory :class:`~distill.core.cache.TeacherCache`)."""
 
+    complete = True  # holds every training example: the teacher need not be on the training device
+
     def __init__(self, folder: str | Path, expected_key: str | None = None) -> None:
         self.folder = Path(folder)
         manifest = read_manifest(self.folder, WHAT)

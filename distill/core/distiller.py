@@ -187,7 +187,8 @@ class Distiller:
     # ------------------------------------------------------------------ the objective protocol
 
     def to(self, device: torch.device) -> Distiller:
-        self.teacher.to(device)
+        if not getattr(self.teacher_cache, "complete", False):  # a cache filled ahead never runs the teacher
+            self.teacher.to(device)
         return self
 
     def parts(self, model: nn.Module) -> dict[str, nn.Module]:
