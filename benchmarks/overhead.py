@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
-import math
 import shutil
 import statistics
 import time
@@ -32,9 +30,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 
+from benchmarks.hand_loop import train_by_hand
 from benchmarks.nlp_common import RESULTS, ROOT
 from benchmarks.overhead_minilm import hand_loop as minilm_hand_loop
 from benchmarks.overhead_minilm import minilm_recipe
@@ -68,39 +66,23 @@ def mnist_recipe(examples: int, epochs: int) -> dict:
 
 def hand_loop(teacher, student, task, settings, distill, folder: Path, seed: int = 0) -> int:
     """The same training in plain PyTorch; returns the optimizer steps taken."""
-    folder.mkdir(parents=True, exist_ok=True)
     options = settings.optimizer
     optimizer = torch.optim.SGD(
         student.parameters(), lr=options.lr, momentum=options.momentum, nesterov=options.nesterov
     )
     generator = torch.Generator()
     loader = DataLoader(task.train, batch_size=settings.batch_size, shuffle=True, generator=generator)
-    total = math.ceil(len(loader)) * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: settings.lr_schedule.factor(step, total))
     teacher.eval()
-    student.train()
-    step = 0
-    with open(folder / "log.jsonl", "w") as log:
-        for epoch in range(settings.epochs):
-            generator.manual_seed(seed * 100_003 + epoch)
-            for inputs, labels in loader:
-                with torch.no_grad():
-                    teacher_logits = teacher(inputs)
-                logits = student(inputs)
-                soft = kd_loss(logits, teacher_logits, temperature=distill.temperature)
-                loss = distill.kd_weight * soft + distill.hard_weight * F.cross_entropy(logits, labels)
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                if step % settings.log_every == 0:
-                    log.write(json.dumps({"step": step, "loss": float(loss)}) + "\n")
-            save_file(
-                {name: tensor.contiguous() for name, tensor in student.state_dict().items()},
-                str(folder / f"epoch-{epoch}.safetensors"),
-            )
-    return step
+
+    def loss_of(batch) -> torch.Tensor:
+        inputs, labels = batch
+        with torch.no_grad():
+            teacher_logits = teacher(inputs)
+        logits = student(inputs)
+        soft = kd_loss(logits, teacher_logits, temperature=distill.temperature)
+        return distill.kd_weight * soft + distill.hard_weight * F.cross_entropy(logits, labels)
+
+    return train_by_hand(student, optimizer, loader, generator, settings, folder, loss_of, seed)
 
 
 PAIRS: dict[str, dict[str, Any]] = {

@@ -11,16 +11,15 @@ the same layer pairs, AdamW with the same linear schedule, gradient clipping at 
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
+from torch import Tensor
 from torch.utils.data import DataLoader
 
+from benchmarks.hand_loop import train_by_hand
 from distill.losses import attention_kl_loss, hidden_mse_loss, kd_loss
 from distill.models.hf import layer_pairs
 
@@ -62,44 +61,27 @@ def _indices(names: list[str]) -> list[int]:
 
 def hand_loop(teacher, student, task, settings, distill, folder: Path, seed: int = 0) -> int:
     """The same training in plain PyTorch; returns the optimizer steps taken."""
-    folder.mkdir(parents=True, exist_ok=True)
     hidden_s, hidden_t = (_indices(n) for n in layer_pairs("hidden", LAYERS, 6, "uniform", include_embeddings=True))
     attention_s, attention_t = (_indices(n) for n in layer_pairs("attention", LAYERS, 6, "uniform"))
     options = settings.optimizer
     optimizer = torch.optim.AdamW(student.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     generator = torch.Generator()
     loader = DataLoader(task.train, batch_sampler=task.batches(settings.batch_size)(generator), collate_fn=task.collate)
-    total = math.ceil(len(loader)) * settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: settings.lr_schedule.factor(step, total))
     teacher.eval()
-    student.train()
-    step = 0
-    with open(folder / "log.jsonl", "w") as log:
-        for epoch in range(settings.epochs):
-            generator.manual_seed(seed * 100_003 + epoch)
-            for batch in loader:
-                labels = batch.pop("labels")
-                inputs = {key: value for key, value in batch.items() if key != "index"}
-                mask = inputs["attention_mask"]
-                with torch.no_grad():
-                    t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
-                s = student(**inputs, output_hidden_states=True, output_attentions=True)
-                loss = distill.kd_weight * kd_loss(s.logits, t.logits, temperature=distill.temperature)
-                loss = loss + distill.hard_weight * F.cross_entropy(s.logits, labels)
-                for i, j in zip(hidden_s, hidden_t, strict=True):
-                    loss = loss + hidden_mse_loss(s.hidden_states[i], t.hidden_states[j], mask)
-                for i, j in zip(attention_s, attention_t, strict=True):
-                    loss = loss + attention_kl_loss(s.attentions[i], t.attentions[j], mask)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(student.parameters(), settings.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                step += 1
-                if step % settings.log_every == 0:
-                    log.write(json.dumps({"step": step, "loss": float(loss)}) + "\n")
-            save_file(
-                {name: tensor.contiguous() for name, tensor in student.state_dict().items()},
-                str(folder / f"epoch-{epoch}.safetensors"),
-            )
-    return step
+
+    def loss_of(batch: dict[str, Tensor]) -> Tensor:
+        labels = batch["labels"]
+        inputs = {key: value for key, value in batch.items() if key not in ("labels", "index")}
+        mask = inputs["attention_mask"]
+        with torch.no_grad():
+            t = teacher(**inputs, output_hidden_states=True, output_attentions=True)
+        s = student(**inputs, output_hidden_states=True, output_attentions=True)
+        loss = distill.kd_weight * kd_loss(s.logits, t.logits, temperature=distill.temperature)
+        loss = loss + distill.hard_weight * F.cross_entropy(s.logits, labels)
+        for i, j in zip(hidden_s, hidden_t, strict=True):
+            loss = loss + hidden_mse_loss(s.hidden_states[i], t.hidden_states[j], mask)
+        for i, j in zip(attention_s, attention_t, strict=True):
+            loss = loss + attention_kl_loss(s.attentions[i], t.attentions[j], mask)
+        return loss
+
+    return train_by_hand(student, optimizer, loader, generator, settings, folder, loss_of, seed)
