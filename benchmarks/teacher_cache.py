@@ -30,7 +30,7 @@ from typing import Any
 
 from benchmarks.nlp_common import RESULTS, ROOT, bench_context
 from distill.run.recipe import DistillSpec
-from distill.train.atomic import atomic_write_json
+from distill.train.atomic import atomic_write_json, read_json
 from distill.train.checkpoint import library_versions
 from distill.train.metrics_log import training_throughput
 
@@ -128,7 +128,7 @@ def main() -> None:
         "command": "python -m benchmarks.teacher_cache",
         "settings": {"train_subset": args.train_subset, "repeats": args.repeats, "train": TRAIN},
         "versions": library_versions(),
-        "rows": {},
+        "rows": read_json(TARGET)["rows"] if TARGET.exists() else {},  # rows not rerun are kept
     }
     for name in args.objectives.split(","):
         record["rows"][name] = one_objective(name, args)

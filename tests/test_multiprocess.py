@@ -4,6 +4,7 @@ one process at the same global batch, and only the main process writes the run f
 from __future__ import annotations
 
 import copy
+import json
 import os
 import subprocess
 import sys
@@ -147,3 +148,22 @@ def test_two_processes_fill_the_teacher_output_cache_a_shard_each_and_both_read_
         live = teacher_forward(teacher.eval(), ["hidden:2"], inputs)
         assert torch.allclose(cache.example("logits", index), live["logits"][0], atol=1e-5)
         assert torch.allclose(cache.example("hidden:2", index), live["hidden:2"][0], atol=1e-5)
+
+
+def test_a_language_model_trains_from_the_teacher_cache_both_processes_filled(tmp_path):
+    from tests.test_lm_run import lm_recipe
+
+    recipe = lm_recipe(tmp_path)
+    del recipe["teacher"]["train"]  # a pretrained teacher, used as it is, read from its top-k cache
+    recipe["teacher"]["cache"] = {"top_k": 32, "shard_blocks": 64}
+    recipe["data"]["train_subset"] = 160  # whole global batches of 16: no batch padded across processes
+    recipe["student"] |= {"baseline": False}
+    recipe["student"]["train"] |= {"epochs": 1, "cpu": True}
+    recipe["generation"] = {"samples": 0}
+    one, two = tmp_path / "one", tmp_path / "two"
+    _distill(one, _write(tmp_path, recipe, 16), processes=1)
+    _distill(two, _write(tmp_path, recipe, 8), processes=2)
+    differences = _largest_differences(one, two)
+    assert differences and max(differences.values()) < 1e-5, differences
+    manifest = json.loads((two / "teacher-cache" / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 3 and not list(two.rglob("*.tmp"))  # 64 + 64 + 32 blocks, 2 processes

@@ -48,6 +48,15 @@ def evaluate(
         batch = as_batch(raw)
         logits = predict(batch.inputs).float()
         labels = batch.labels
+        if metric is None and not is_multi_label(logits, labels):
+            # reduced per example before any gather: under DDP three numbers per example cross processes,
+            # not (B, L, vocabulary) logits (gigabytes for a language model)
+            stats = _example_stats(logits, labels)
+            if gather is not None:
+                stats = gather(stats)  # gather_for_metrics drops the sampler's repeated examples by row
+            correct, counted = correct + int(stats[:, 0].sum()), counted + int(stats[:, 1].sum())
+            loss_sum += float(stats[:, 2].sum())
+            continue
         if gather is not None:
             logits, labels = gather((logits, labels))
         if metric is not None:
@@ -60,6 +69,18 @@ def evaluate(
         raise ValueError("the evaluation data has no labelled example")
     extra = metric(kept_logits, kept_labels) if metric is not None else {}
     return {"accuracy": correct / counted, "loss": loss_sum / counted, "examples": counted, **extra}
+
+
+def _example_stats(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B, 3) float64 per example: correct predictions, labelled positions, summed cross-entropy."""
+    rows = labels.shape[0]
+    valid = labels != -100
+    correct = ((logits.argmax(dim=-1) == labels) & valid).reshape(rows, -1).sum(dim=1)
+    losses = nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    summed = losses.reshape(rows, -1).double().sum(dim=1)
+    return torch.stack([correct.double(), valid.reshape(rows, -1).sum(dim=1).double(), summed], dim=1)
 
 
 def _summed_loss(logits: Tensor, labels: Tensor) -> float:

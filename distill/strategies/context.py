@@ -141,12 +141,11 @@ class RunContext:
         """The recipe's on-disk top-k cache (``teacher.cache``) of ``teacher`` on ``task``'s training data,
         filled where missing, once per run and shared by every seed."""
         from distill.lm.cache import cache_for_task
-        from distill.train.world import main_process_first
 
         key = (id(teacher), id(task.train))
         if key not in self._top_k_caches:
-            # several processes: the main one fills the cache, the others then open it
-            cache = main_process_first(lambda: cache_for_task(self.recipe.teacher.cache, self.out, teacher, task))
+            # several processes fill it together, a shard each (distill.core.shard_store)
+            cache = cache_for_task(self.recipe.teacher.cache, self.out, teacher, task)
             self._top_k_caches[key] = ((teacher, task.train), cache)
         return self._top_k_caches[key][1]
 
