@@ -125,7 +125,10 @@ class LMTask:
         return first, self.evaluation[first]
 
     def trainer_options(self, settings: TrainSettings, needs_index: bool = False) -> dict[str, Any]:
-        return {"train_data": self.train}
+        # the per-epoch evaluation holds a batch's (B, L, vocabulary) logits: EVAL_BATCH blocks unless the
+        # recipe sets eval_batch_size itself (the default of 512 would be gigabytes)
+        chosen = "eval_batch_size" in settings.model_fields_set
+        return {"train_data": self.train, "eval_batch_size": settings.eval_batch_size if chosen else EVAL_BATCH}
 
     def sample_inputs(self, count: int = 2) -> dict[str, Tensor]:
         items = [self.train[i] for i in range(min(count, len(self.train)))]

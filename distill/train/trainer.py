@@ -109,8 +109,11 @@ class Trainer:
         collate_fn: Callable[[list], Any] | None = None,
         train_sampler: Callable[[torch.Generator], Sampler] | None = None,
         metric: Metric | None = None,
+        eval_batch_size: int | None = None,
     ) -> None:
         self.objective = objective
+        # a task may bound it (a causal LM: each batch's logits are batch x length x vocabulary floats)
+        self.eval_batch_size = eval_batch_size or settings.eval_batch_size
         self.train_data = train_data
         self.eval_data = eval_data
         self.settings = settings
@@ -150,7 +153,7 @@ class Trainer:
         if self.eval_data is not None:
             eval_loader = DataLoader(
                 self.eval_data[1],
-                batch_size=self.settings.eval_batch_size,
+                batch_size=self.eval_batch_size,
                 shuffle=False,
                 collate_fn=self.collate_fn,
             )
