@@ -140,6 +140,7 @@ def measure(pair: str, examples: int, args: argparse.Namespace, work: Path) -> d
         "hand_ms_per_step": 1000 * statistics.median(per_step["hand"]),
         "ratio": statistics.median(ratios),
         "ratios": ratios,
+        "ms_per_step": {name: [1000 * value for value in values] for name, values in per_step.items()},
         "steps": steps,
         "examples": examples,
         "largest_weight_difference": max(

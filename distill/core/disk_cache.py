@@ -25,18 +25,17 @@ from typing import Any, Literal
 
 import torch
 from pydantic import Field
-from safetensors import safe_open
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from distill.core.batch import as_batch
+from distill.core.batch import as_batch, to_device
 from distill.core.cache import stack_padded, teacher_forward, trimmed
 from distill.core.shard_store import (
     ShardStore,
     StaleCacheError,
     bytes_on_disk,
     check_key,
-    covered,
+    open_finished,
     read_manifest,
     verify_shards,
 )
@@ -119,7 +118,7 @@ def _shard_of(
         values: dict[str, list[Tensor]] = {}
         for first in range(start, end, batch_size):
             batch = as_batch(collate([dataset[i] for i in range(first, min(first + batch_size, end))]))
-            inputs = batch.map_inputs(lambda x: _to(x, device)).inputs
+            inputs = to_device(batch.inputs, device)
             lengths = None if batch.mask is None else batch.mask.sum(dim=1).tolist()
             for name, output in teacher_forward(teacher, names, inputs).items():
                 for row in range(output.shape[0]):
@@ -132,12 +131,6 @@ def _shard_of(
         return stored
 
     return make
-
-
-def _to(inputs: Any, device: torch.device) -> Any:
-    if isinstance(inputs, Tensor):
-        return inputs.to(device)
-    return {key: value.to(device) for key, value in inputs.items()}
 
 
 def fill_output_cache(
@@ -178,20 +171,10 @@ class OutputCache:
 
     def __init__(self, folder: str | Path, expected_key: str | None = None) -> None:
         self.folder = Path(folder)
-        manifest = read_manifest(self.folder, WHAT)
-        if manifest is None:
-            raise FileNotFoundError(f"no teacher output cache in {self.folder}; fill it with distill cache-teacher")
-        if expected_key is not None:
-            check_key(manifest, expected_key, FORMAT, self.folder, WHAT, "teacher, data or captured layers")
-        if covered(manifest, SPAN) != manifest["examples"]:
-            raise ValueError(
-                f"the teacher output cache in {self.folder} is unfinished ({covered(manifest, SPAN)} of "
-                f"{manifest['examples']} examples); run distill cache-teacher again to finish it"
-            )
-        self.manifest = manifest
-        self.names = ["logits", *manifest["names"]]
+        built_for = "teacher, data or captured layers"
+        self.manifest, self._files = open_finished(self.folder, expected_key, FORMAT, WHAT, built_for, SPAN)
+        self.names = ["logits", *self.manifest["names"]]
         self.hits = self.misses = 0
-        self._files = [safe_open(str(self.folder / shard["file"]), framework="pt") for shard in manifest["shards"]]
         self._shapes = [{name: f.get_tensor(f"{name}#shape") for name in self.names} for f in self._files]
         self._offsets = [
             {name: torch.cat([shapes.new_zeros(1), shapes.prod(dim=1).cumsum(0)]) for name, shapes in shard.items()}

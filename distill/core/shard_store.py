@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -94,17 +95,38 @@ class ShardStore:
                 with atomic_path(self.folder / shard_name(number), every_process=True) as temporary:
                     save_file(make(start, end), str(temporary))
             wait_for_everyone()  # every shard of the round is on disk before it is recorded
+            if not is_main_process():
+                continue  # only the main process reads the shards' sha256 and writes the manifest
             for recorded in range(first, min(first + world, count)):
                 start, end = recorded * shard_rows, min((recorded + 1) * shard_rows, total)
                 path = self.folder / shard_name(recorded)
                 self.shards.append({"file": path.name, self.span: [start, end], "sha256": sha256_of(path)})
             self._write_manifest()
-            if progress is not None and is_main_process():
+            if progress is not None:
                 progress(self.shards[-1][self.span][1], total)
         wait_for_everyone()  # the manifest is complete before any process opens the cache
 
     def _write_manifest(self) -> None:
         atomic_write_json(self.folder / MANIFEST, {**self.header, "shards": self.shards})  # main process only
+
+
+def open_finished(
+    folder: Path, expected_key: str | None, fmt: int, what: str, built_for: str, span: str
+) -> tuple[dict, list[Any]]:
+    """The manifest of a finished cache and its shards opened memory-mapped; a missing, stale or unfinished
+    cache is refused with a sentence that says what to do."""
+    manifest = read_manifest(folder, what)
+    if manifest is None:
+        raise FileNotFoundError(f"no {what} in {folder} (no {MANIFEST}); fill it with distill cache-teacher")
+    if expected_key is not None:
+        check_key(manifest, expected_key, fmt, folder, what, built_for)
+    done = covered(manifest, span)
+    if done != manifest[span]:
+        raise ValueError(
+            f"the {what} in {folder} is unfinished ({done} of {manifest[span]} {span}); "
+            "run distill cache-teacher again to finish it"
+        )
+    return manifest, [safe_open(str(Path(folder) / shard["file"]), framework="pt") for shard in manifest["shards"]]
 
 
 def covered(manifest: dict, span: str) -> int:

@@ -29,19 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
 from torch import Tensor, nn
 
 from distill.core.disk_cache import TeacherCacheSpec, hash_tensor, hash_weights
-from distill.core.shard_store import (
-    MANIFEST,
-    ShardStore,
-    bytes_on_disk,
-    check_key,
-    covered,
-    read_manifest,
-    verify_shards,
-)
+from distill.core.shard_store import ShardStore, bytes_on_disk, check_key, open_finished, read_manifest, verify_shards
 from distill.losses.lm import Tail, TopKTeacher
 
 FORMAT = 1
@@ -132,22 +123,9 @@ class TopKCache:
 
     def __init__(self, folder: str | Path, expected_key: str | None = None, tail: Tail = "renormalize") -> None:
         self.folder = Path(folder)
-        manifest = read_manifest(self.folder, WHAT)
-        if manifest is None:
-            raise FileNotFoundError(
-                f"no top-k cache in {self.folder} (no {MANIFEST}); fill it with distill cache-teacher"
-            )
-        if expected_key is not None:
-            check_key(manifest, expected_key, FORMAT, self.folder, WHAT, BUILT_FOR)
-        done = covered(manifest, "blocks")
-        if done != manifest["blocks"]:
-            raise ValueError(
-                f"the top-k cache in {self.folder} is unfinished ({done} of {manifest['blocks']} blocks); "
-                "run distill cache-teacher again to finish it"
-            )
-        self.manifest, self.tail = manifest, tail
-        self.k, self.block_size = manifest["k"], manifest["block_size"]
-        self._files = [safe_open(str(self.folder / shard["file"]), framework="pt") for shard in manifest["shards"]]
+        self.manifest, self._files = open_finished(self.folder, expected_key, FORMAT, WHAT, BUILT_FOR, "blocks")
+        self.tail = tail
+        self.k, self.block_size = self.manifest["k"], self.manifest["block_size"]
 
     def __len__(self) -> int:
         return self.manifest["blocks"]
