@@ -22,7 +22,8 @@ Data: KJV by chapter (../shared/data/kjv), blocks of 128 tokens; ``--train-block
 Plus ``teacher`` and ``init`` (the student before training). Reports dev and test perplexity, held-out KL to
 the teacher, training and generation tokens/s, at the final epoch (no selection on test). Results are
 written to benchmarks/results/lm.json after every run, and a rerun skips the rows already there with the
-same settings (resumable; run it with nohup).
+same settings (resumable; run it with nohup). A row killed part way resumes from its newest step
+checkpoint (every 40 steps).
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def recipe(method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "optimizer": {"name": "adamw", "lr": args.lr, "weight_decay": 0.0},
                 "lr_schedule": {"name": "cosine", "warmup_steps": 10, "final_factor": 0.1},
                 "log_every": 10,
+                "checkpoint_every_steps": 40,  # a killed row resumes from its newest step checkpoint
+                "keep_checkpoints": 1,
             },
         },
         "distill": {"temperature": 1.0, "kd_weight": 1.0, "hard_weight": 0.0, **spec["distill"]},
@@ -164,9 +167,12 @@ def markdown(record: dict[str, Any]) -> str:
 def run_method(method: str, args: argparse.Namespace, work: Path, record: dict[str, Any]) -> None:
     raw = recipe(method, args, work)
     out = work / method
-    shutil.rmtree(out, ignore_errors=True)
+    # a row killed part way (its recipe is there) continues from its newest checkpoint; others start afresh
+    resume = (out / "recipe.yaml").is_file() and any(out.glob("seed-0/*/checkpoints/*/state.json"))
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    results = run_recipe(validate_recipe(raw, f"benchmark lm {method}"), raw, out, show_progress=False)
+    results = run_recipe(validate_recipe(raw, f"benchmark lm {method}"), raw, out, resume=resume, show_progress=False)
     rows = {row["role"]: row for row in results["rows"]}
     if "baseline" in rows:
         record["rows"]["ce"] = row_summary(rows["baseline"])
@@ -179,7 +185,7 @@ def run_method(method: str, args: argparse.Namespace, work: Path, record: dict[s
         "parameters": teacher["parameters"],
         "generations": teacher["details"].get("generations"),
     }
-    record["runs"][method] = {"minutes": (time.perf_counter() - started) / 60}
+    record["runs"][method] = {"minutes": (time.perf_counter() - started) / 60, "resumed": resume}
 
 
 def main() -> None:

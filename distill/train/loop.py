@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from distill.core.batch import Batch, as_batch
 from distill.train.constraints import apply_max_norm
 from distill.train.faults import fault_point
+from distill.train.fsdp import HostCopy, whole_optimizer_state
 from distill.train.guard import NonFiniteLossError, first_non_finite_weight, non_finite_loss
 from distill.train.progress import TrainingProgress
 from distill.train.signals import StopRequest
@@ -32,8 +33,9 @@ class EpochLoop:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         total_steps: int,
+        host: HostCopy | None = None,
     ) -> None:
-        self.trainer, self.accelerator = trainer, accelerator
+        self.trainer, self.accelerator, self.host = trainer, accelerator, host
         self.model, self.optimizer, self.scheduler, self.total_steps = model, optimizer, scheduler, total_steps
         self.unwrapped = accelerator.unwrap_model(model)
         self.parts = trainer.objective.parts(self.unwrapped)
@@ -126,17 +128,26 @@ class EpochLoop:
         fault_point("step")
         return detached, total, 1
 
+    def snapshot(self) -> tuple[dict[str, nn.Module], dict]:
+        """The parts and the optimizer state a checkpoint writes. Every process calls this: under FSDP it
+        gathers the shards into the host copy (whole weights, the same checkpoint as without FSDP)."""
+        if self.host is None:
+            return self.parts, self.optimizer.state_dict()
+        gathered = self.host.gathered(self.model)
+        return self.trainer.objective.parts(gathered), whole_optimizer_state(self.optimizer)
+
     def _step_checkpoint(self, epoch: int, step: int, batches_done: int, loss_sum: float) -> Path | None:
         path = None
+        parts, optimizer_state = self.snapshot()
         if self.accelerator.is_main_process:
-            weight = first_non_finite_weight(self.parts)
+            weight = first_non_finite_weight(parts)
             if weight is not None:
                 raise NonFiniteLossError(
                     f"weight {weight!r} is not finite at optimizer step {step} (epoch {epoch}); training stopped and "
                     f"no checkpoint was written. Lower optimizer.lr or set train.grad_clip, then resume with --resume."
                 )
             path = self.trainer._checkpoint(
-                self.unwrapped, self.optimizer, self.scheduler, epoch, step, {}, inside=(batches_done, loss_sum)
+                parts, optimizer_state, self.scheduler, epoch, step, {}, inside=(batches_done, loss_sum)
             )
         self.accelerator.wait_for_everyone()
         return path

@@ -59,6 +59,22 @@ class LRScheduleSettings(StrictModel):
         return 1.0
 
 
+class FsdpSettings(StrictModel):
+    """``train.fsdp``: shard the trained modules' weights, gradients and optimizer state over the processes
+    (PyTorch FSDP2 through Accelerate) instead of keeping a whole replica in each (DDP).
+
+    Each module whose class is named in ``wrap`` becomes one sharded unit (its weights are gathered just for
+    its forward and backward); by default the model's own ``_no_split_modules`` (a transformer's layers),
+    else every module class of which some module holds at least ``min_params`` parameters. Checkpoints hold
+    whole weights, as without FSDP.
+    """
+
+    wrap: list[str] | None = None
+    min_params: int = Field(100_000, ge=1)
+    reshard_after_forward: bool = True  # free the gathered weights after each unit's forward (least memory)
+    cpu_offload: bool = False  # keep the shards in host memory between uses (accelerators only)
+
+
 class TrainSettings(StrictModel):
     """Everything the Trainer needs besides the objective and the data."""
 
@@ -87,6 +103,8 @@ class TrainSettings(StrictModel):
     # recompute the activations of Hugging Face models' layers in the backward pass instead of keeping them:
     # less memory, more time (transformers' gradient_checkpointing_enable, use_reentrant=False)
     gradient_checkpointing: bool = False
+    # FSDP2 for students too large for one device's replica (several processes only; see FsdpSettings)
+    fsdp: FsdpSettings | None = None
     # experiment tracking through Accelerate's trackers: step and epoch records also go to
     # <stage>/tensorboard (view with `tensorboard --logdir RUN_DIR`)
     log_with: Literal["tensorboard"] | None = None

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distill.core.batch import Batch
 from distill.core.evaluation import Metric, evaluate
 from distill.train.checkpoint import write_checkpoint
+from distill.train.fsdp import enable_on_cpu, fsdp_plugin, host_copy, load_optimizer_state, sharded_units
 from distill.train.guard import NonFiniteLossError, check_before_checkpoint
 from distill.train.loop import EpochLoop
 from distill.train.memory import enable_gradient_checkpointing
@@ -52,17 +53,23 @@ class Position:
     batches_done: int = 0
     loss_sum: float = 0.0
     found: Resumable | None = None
+    optimizer_state: dict | None = None  # loaded once the optimizer's parameters are prepared (maybe sharded)
 
 
-def fresh_accelerator(settings: TrainSettings, run_dir: Path | None = None) -> Accelerator:
+def fresh_accelerator(
+    settings: TrainSettings, run_dir: Path | None = None, model: nn.Module | None = None
+) -> Accelerator:
     """An Accelerator for this run; the singletons a previous run left behind are reset first.
 
     Accelerate keeps process-wide state and refuses a second Accelerator with other settings,
     but a pipeline trains several models (teacher, baselines, students) in one process.
+    ``model``: the module to train, which ``train.fsdp`` shards (its layer classes name the units).
     """
     AcceleratorState._reset_state()
     GradientState._reset_state()
+    plugin = fsdp_plugin(settings.fsdp, model) if settings.fsdp is not None and model is not None else None
     accelerator = Accelerator(
+        fsdp_plugin=plugin,
         cpu=settings.cpu,
         mixed_precision=settings.mixed_precision,
         gradient_accumulation_steps=settings.grad_accum_steps,
@@ -70,6 +77,8 @@ def fresh_accelerator(settings: TrainSettings, run_dir: Path | None = None) -> A
         project_dir=run_dir if settings.log_with else None,
     )
     check_joined(accelerator.num_processes)  # under torchrun: one run in N processes, not N runs
+    if plugin is not None:
+        enable_on_cpu(accelerator, plugin)
     return accelerator
 
 
@@ -197,13 +206,12 @@ class Trainer:
                     "start it afresh, or keep whole checkpoints with train.keep_when_done: all"
                 )
             return Position(self.settings.epochs, state["step"], found=found)
-        optimizer.load_state_dict(optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         truncate_after(self.run_dir / METRICS_FILE, state["step"])
         inside = state.get("step_in_epoch")
         if inside is None:
-            return Position(state["epoch"] + 1, state["step"], found=found)
-        return Position(state["epoch"], state["step"], inside, state["epoch_loss_sum"], found)
+            return Position(state["epoch"] + 1, state["step"], found=found, optimizer_state=optimizer_state)
+        return Position(state["epoch"], state["step"], inside, state["epoch_loss_sum"], found, optimizer_state)
 
     def _log(self, record: dict, accelerator: Accelerator | None = None) -> None:
         append_record(self.run_dir / METRICS_FILE, record)
@@ -228,8 +236,8 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._run_stages(resume)
         settings = self.settings
-        accelerator = fresh_accelerator(settings, self.run_dir)
         model = self.objective.trainable
+        accelerator = fresh_accelerator(settings, self.run_dir, model)
         if settings.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         optimizer = build_optimizer([p for p in model.parameters() if p.requires_grad], settings)
@@ -250,11 +258,17 @@ class Trainer:
             return position.found.state["final"]
         if position.found is not None:
             restore_checkpoint_rng(position.found)
+        host = host_copy(self.objective, accelerator, model, self.description)
         model, optimizer = accelerator.prepare(model, optimizer)
+        if position.optimizer_state is not None:
+            load_optimizer_state(optimizer, position.optimizer_state)
+        if host is not None and accelerator.is_main_process:  # what FSDP sharded, for the user to check
+            units = sharded_units(model)
+            self._log({"event": "fsdp", "step": position.step, "processes": accelerator.num_processes, "units": units})
         if settings.log_with:
             accelerator.init_trackers(settings.log_with)  # <run_dir>/tensorboard
         self.objective.to(accelerator.device)
-        loop = EpochLoop(self, accelerator, model, optimizer, scheduler, total_steps)
+        loop = EpochLoop(self, accelerator, model, optimizer, scheduler, total_steps, host)
         with (
             TrainingProgress(
                 self.description,
@@ -290,15 +304,18 @@ class Trainer:
                         }
                     )
                 progress.end_epoch(record)
+                parts, optimizer_state = loop.snapshot()  # every process: under FSDP this gathers the shards
                 if accelerator.is_main_process:
-                    check_before_checkpoint(loop.parts, record, epoch, step, self._last_good())
+                    check_before_checkpoint(parts, record, epoch, step, self._last_good())
                     self._log(record, accelerator)
-                    folder = self._checkpoint(loop.unwrapped, optimizer, scheduler, epoch, step, record)
+                    folder = self._checkpoint(parts, optimizer_state, scheduler, epoch, step, record)
                 accelerator.wait_for_everyone()
                 if stop.requested:
                     raise self._interrupted(stop, epoch, step, folder if accelerator.is_main_process else None)
         if settings.log_with:
             accelerator.end_training()  # flushes and closes the event file
+        if host is not None:
+            host.replace(model)  # the objective and the runner go on with plain modules and whole weights
         return record
 
     def _run_stages(self, resume: bool) -> None:
@@ -330,8 +347,8 @@ class Trainer:
 
     def _checkpoint(
         self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
+        parts: dict[str, nn.Module],
+        optimizer_state: dict,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         epoch: int,
         step: int,
@@ -354,8 +371,8 @@ class Trainer:
         return write_checkpoint(
             self.checkpoints_dir,
             epoch,
-            self.objective.parts(model),
-            optimizer.state_dict(),
+            parts,
+            optimizer_state,
             state,
             keep_last=self.settings.keep_checkpoints,
             weights_only=done and self.settings.keep_when_done == "weights",
