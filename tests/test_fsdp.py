@@ -34,6 +34,7 @@ def test_fsdp_over_two_processes_trains_the_weights_of_one_process(tmp_path, mat
     _distill(two, _write(tmp_path, recipe, 25), processes=2)
     (record,) = _fsdp_records(two)
     assert record["processes"] == 2 and {"", "student.fc1", "student.head"} <= set(record["units"]), record
+    assert record["parameter_bytes_this_process"] * 2 == record["parameter_bytes"], record  # even shards here
     assert not _fsdp_records(one)
     differences = _largest_differences(one, two)
     assert len(differences) >= 2 and max(differences.values()) < 1e-5, differences
@@ -96,3 +97,15 @@ def test_a_causal_lm_is_sharded_by_its_decoder_layers_and_trains_the_weights_of_
     assert [unit for unit in record["units"] if "layers." in unit], record
     differences = _largest_differences(one, two)
     assert differences and max(differences.values()) < 1e-5, differences
+
+
+def test_the_documented_accelerate_config_asks_for_fsdp2_by_decoder_layers():
+    from accelerate.commands.config.config_args import ClusterConfig
+    from accelerate.utils import DistributedType
+    from transformers.models.llama import modeling_llama
+
+    from tests.test_multiprocess import ROOT
+
+    config = ClusterConfig.from_yaml_file(str(ROOT / "docs" / "accelerate" / "fsdp2.yaml"))
+    assert config.distributed_type == DistributedType.FSDP and config.fsdp_config["fsdp_version"] == 2
+    assert hasattr(modeling_llama, config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"])

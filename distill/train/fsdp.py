@@ -5,7 +5,7 @@ the trained module.
 
 What the Trainer adds around Accelerate:
 
-* **CPU processes.** Accelerate 1.15 turns FSDP on only for accelerator devices and silently runs DDP under
+* **CPU processes.** Accelerate (1.16 here) turns FSDP on only for accelerator devices and silently runs DDP under
   ``Accelerator(cpu=True)``; PyTorch's FSDP2 itself works over gloo, so on CPU the Trainer sets Accelerate's
   distributed type to FSDP itself (this is what the 2-process CPU tests exercise).
 * **Whole weights in every checkpoint.** A sharded module's state is DTensor shards. Each checkpoint gathers
@@ -85,6 +85,24 @@ def sharded_units(model: nn.Module) -> list[str]:
     from torch.distributed.fsdp import FSDPModule
 
     return [name for name, module in model.named_modules() if isinstance(module, FSDPModule)]
+
+
+def parameter_bytes(model: nn.Module) -> dict[str, int]:
+    """The trained parameters' bytes: whole, and held by this process (its shards). AdamW's state and the
+    gradients are sharded the same way, so they shrink by the same ratio."""
+    whole = held = 0
+    for parameter in model.parameters():
+        local = parameter.to_local() if isinstance(parameter, DTensor) else parameter
+        whole += parameter.numel() * parameter.element_size()
+        held += local.numel() * local.element_size()
+    return {"parameter_bytes": whole, "parameter_bytes_this_process": held}
+
+
+def fsdp_record(model: nn.Module, processes: int, step: int) -> dict[str, Any]:
+    """The ``fsdp`` line of metrics.jsonl: the units and the parameter bytes each process holds."""
+    return {"event": "fsdp", "step": step, "processes": processes, "units": sharded_units(model)} | parameter_bytes(
+        model
+    )
 
 
 def _whole(value: Any) -> Any:

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from distill.core.batch import Batch
 from distill.core.evaluation import Metric, evaluate
 from distill.train.checkpoint import write_checkpoint
-from distill.train.fsdp import enable_on_cpu, fsdp_plugin, host_copy, load_optimizer_state, sharded_units
+from distill.train.fsdp import enable_on_cpu, fsdp_plugin, fsdp_record, host_copy, load_optimizer_state
 from distill.train.guard import NonFiniteLossError, check_before_checkpoint
 from distill.train.loop import EpochLoop
 from distill.train.memory import enable_gradient_checkpointing
@@ -263,8 +263,7 @@ class Trainer:
         if position.optimizer_state is not None:
             load_optimizer_state(optimizer, position.optimizer_state)
         if host is not None and accelerator.is_main_process:  # what FSDP sharded, for the user to check
-            units = sharded_units(model)
-            self._log({"event": "fsdp", "step": position.step, "processes": accelerator.num_processes, "units": units})
+            self._log(fsdp_record(model, accelerator.num_processes, position.step))
         if settings.log_with:
             accelerator.init_trackers(settings.log_with)  # <run_dir>/tensorboard
         self.objective.to(accelerator.device)
