@@ -12,12 +12,15 @@ Data: KJV by chapter (../shared/data/kjv), blocks of 128 tokens; ``--train-block
 * ``ce+forward_kl_top32``: the CE baseline (next-token cross-entropy alone) and forward KL(p_T ‖ p_S) read
   from the top-32 cache (renormalised tail), which this first run fills (or reuses, when it is there);
 * ``forward_kl+ce``: the same cached forward KL plus next-token CE with weight 0.5;
-* ``jsd`` (β = 0.5) and ``reverse_kl``, both from the cache;
+* ``jsd`` (β = 0.5, renormalised tail) and ``reverse_kl`` (the student-shaped tail: the mass outside the
+  top 32 is one bucket shaped like the student's own), both from the cache;
 * ``forward_kl``: forward KL against the live, dense teacher (all 49,152 logits);
 * ``on_policy``: GKD with λ = 0.5: half the batches are the student's own sampled completions (32-token
-  prompt, 96 new tokens at temperature 1) scored by the live teacher, the rest read from the cache; JSD(0.5);
+  prompt, 96 new tokens at temperature 1) scored by the live teacher, the rest read from the cache (student-
+  shaped tail); JSD(0.5);
 * ``seq_kd``: Kim & Rush: the teacher's greedy completions (32-token prompt, 96 new tokens) of every training
-  block, made once; the student trains on them with CE.
+  block, made once; the student trains on them with CE;
+* ``jsd_student_tail``: ``jsd`` with the student-shaped tail, beside the renormalised one.
 
 Plus ``teacher`` and ``init`` (the student before training). Reports dev and test perplexity, held-out KL to
 the teacher, training and generation tokens/s, at the final epoch (no selection on test). Results are
@@ -50,11 +53,14 @@ METHODS: dict[str, dict[str, Any]] = {
     "ce+forward_kl_top32": {"distill": {"response_loss": "forward_kl"}, "cache": True},
     "forward_kl+ce": {"distill": {"response_loss": "forward_kl", "hard_weight": 0.5}, "cache": True},
     "jsd": {"distill": {"response_loss": "jsd", "response_options": {"beta": 0.5}}, "cache": True},
-    "reverse_kl": {"distill": {"response_loss": "reverse_kl"}, "cache": True},
+    # mode-seeking losses read the cache with the student-shaped tail (a renormalised top-32 would teach them to
+    # give the other tokens no mass at all: the jsd row's perplexity); forward KL keeps the renormalised one
+    "reverse_kl": {"distill": {"response_loss": "reverse_kl"}, "cache": True, "tail": "student"},
     "forward_kl": {"distill": {"response_loss": "forward_kl"}, "cache": False},
     "on_policy": {
         "distill": {"response_loss": "jsd", "response_options": {"beta": 0.5}},
         "cache": True,
+        "tail": "student",
         "strategy": {"kind": "on_policy", "student_data_fraction": 0.5},
         "generation": {**GENERATE, "temperature": 1.0},
     },
@@ -64,6 +70,11 @@ METHODS: dict[str, dict[str, Any]] = {
         "strategy": {"kind": "seq_kd"},
         "generation": {**GENERATE, "temperature": 0.0},
     },
+    "jsd_student_tail": {
+        "distill": {"response_loss": "jsd", "response_options": {"beta": 0.5}},
+        "cache": True,
+        "tail": "student",
+    },
 }
 
 
@@ -71,7 +82,7 @@ def recipe(method: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     spec = METHODS[method]
     teacher: dict[str, Any] = {"model": {"kind": "causal_lm", "path": "smollm2"}}
     if spec["cache"]:
-        teacher["cache"] = {**CACHED, "dir": str(work / "teacher-cache")}
+        teacher["cache"] = {**CACHED, "tail": spec.get("tail", CACHED["tail"]), "dir": str(work / "teacher-cache")}
     raw: dict[str, Any] = {
         "name": f"lm-{method}",
         "data": {
