@@ -215,3 +215,17 @@ def test_the_student_tail_is_the_divergence_over_k_plus_one_buckets_by_hand():
         d_log_big_q = (sum(q[i] for i in (2, 3, 4) if i == j) - big_q * q[j]) / big_q
         expected.append(-(p[0] * d_log_q[0] + p[1] * d_log_q[1]) - r * d_log_big_q)
     assert student.grad[0].tolist() == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("loss", [forward_kl_loss, reverse_kl_loss, tvd_loss, jsd_loss])
+def test_a_student_tail_with_no_mass_left_is_finite_and_equals_the_renormalised_one(loss):
+    # a cached top 2 whose stored probabilities sum to just over 1 (rounding): nothing left for the other tokens
+    top = [math.log(0.75), math.log(0.2500005)]
+    student = torch.tensor([[0.0, 1.0, 0.5, -0.5, 1.5]], requires_grad=True)
+    teachers = {
+        tail: TopKTeacher(torch.tensor([[0, 1]]), torch.tensor([top]), tail) for tail in ("student", "renormalize")
+    }
+    assert torch.isinf(teachers["student"].completed_log_probs(5, student.log_softmax(-1))[0, 2:]).all()
+    value = loss(student, teachers["student"])
+    assert math.isfinite(value.item())
+    assert value.item() == pytest.approx(loss(student, teachers["renormalize"]).item(), rel=1e-6)

@@ -102,7 +102,9 @@ class TopKTeacher:
             rest = (-torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))).clamp_min(0.0)
             # log(r · q_j / Q): the teacher's residual r shaped like the student's tail (Q its mass there)
             dense = outside + torch.log(rest) - torch.logsumexp(outside, dim=-1, keepdim=True)
-            dense = torch.nan_to_num(dense, nan=-math.inf)  # no tail left on either side: nothing to spread
+            # no tail left (a top k whose stored mass rounds to 1): -inf, never nan_to_num's default -3.4e38,
+            # which reverse KL would weigh by the student's mass there (a loss of 1e34, then inf)
+            dense = torch.where(torch.isnan(dense), -math.inf, dense)
         else:
             others = vocab_size - self.k
             rest = (-torch.expm1(torch.logsumexp(log_probs, dim=-1, keepdim=True))).clamp_min(0.0)
