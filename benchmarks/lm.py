@@ -44,6 +44,7 @@ from distill.run.recipe import validate_recipe
 from distill.run.runner import run_recipe
 from distill.train.atomic import atomic_write_json, read_json
 from distill.train.checkpoint import library_versions
+from distill.train.guard import NonFiniteLossError
 
 TARGET = RESULTS / "lm.json"
 CACHED = {"top_k": 32, "tail": "renormalize"}
@@ -172,6 +173,7 @@ def markdown(record: dict[str, Any]) -> str:
             f"{_number(row.get('teacher_kl'), '.3f')} | {100 * row['next_token_accuracy']:.2f}% | "
             f"{_number(row.get('train_tokens_per_second'), '.0f')} |"
         )
+    lines += [f"| {name} | diverged: non-finite loss | | | | | |" for name in record.get("failures", {})]
     return "\n".join(lines)
 
 
@@ -224,13 +226,20 @@ def main() -> None:
         if method in record["runs"]:
             print(f"{method}: already in {TARGET.name}, skipped", flush=True)
             continue
-        run_method(method, args, work, record)
+        try:
+            run_method(method, args, work, record)
+        except NonFiniteLossError as error:  # a diverging row is a result too; the rows after it still run
+            record.setdefault("failures", {})[method] = str(error)
+            print(f"{method}: failed: {error}", flush=True)
+        else:
+            record.get("failures", {}).pop(method, None)
         record["table"] = markdown(record)
         record["versions"] = library_versions()
         record["command"] = "python -m benchmarks.lm"
         if not args.quick:
             atomic_write_json(TARGET, record)
-        print(f"{method}: {record['runs'][method]['minutes']:.1f} min\n{record['table']}", flush=True)
+        if method in record["runs"]:
+            print(f"{method}: {record['runs'][method]['minutes']:.1f} min\n{record['table']}", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What distill's loop costs over a hand-written one: the same models, data order, optimizer, loss.
 
-    python -m benchmarks.overhead [--repeats 3] [--examples 6000] [--epochs 2] [--pairs hinton_mnist,minilm]
+    python -m benchmarks.overhead [--repeats 5] [--examples 6000] [--epochs 2] [--pairs hinton_mnist,minilm]
 
 (a) Hinton's MNIST pair: the 784-1200-1200-10 teacher (as initialised: the cost does not depend on its
 weights) and the 784-800-800-10 student, KD at T = 20 plus 0.1 x CE, SGD with Nesterov momentum, cosine
@@ -10,7 +10,8 @@ same DataLoader order (the Trainer's seeded generator), the teacher under ``no_g
 ``LambdaLR`` on the same schedule, a JSON line every ``log_every`` steps and a safetensors file of the student
 after each epoch. Both end with the same weights (checked): only the framework differs.
 
-The two alternate, ``--repeats`` times each (interleaved, so that a slow moment of the machine hits both);
+The two alternate, ``--repeats`` times each (interleaved, so that a slow moment of the machine hits both, and
+in ABBA order: odd repeats run the hand loop first, so that a drift of the machine's speed favours neither);
 the ratio is the median of the per-repeat ratios of wall time per optimizer step. Writes
 benchmarks/results/overhead.json. Target: at most 1.05x.
 
@@ -109,26 +110,33 @@ def measure(pair: str, examples: int, args: argparse.Namespace, work: Path) -> d
     settings, distill = recipe.student.train, recipe.distill
     per_step: dict[str, list[float]] = {"distill": [], "hand": []}
     final: dict[str, dict] = {}
-    for repeat in range(args.repeats):
+    steps: dict[str, int] = {}
+
+    def run_distill(repeat: int) -> None:
         student = copy.deepcopy(initial)
         objective = context.distiller(teacher, student, context.task)
         objective.teacher_cache = None  # the hand loop runs the teacher on every batch too
         torch.manual_seed(repeat)  # the student's dropout draws: the same in both loops
         started = time.perf_counter()
         record = context.train(objective, work / f"{pair}-distill-{repeat}", 0, "overhead", evaluate=False)
-        steps = record["step"]
-        per_step["distill"].append((time.perf_counter() - started) / steps)
+        steps["distill"] = record["step"]
+        per_step["distill"].append((time.perf_counter() - started) / record["step"])
         final["distill"] = {name: value.clone() for name, value in student.state_dict().items()}
 
+    def run_hand(repeat: int) -> None:
         student = copy.deepcopy(initial)
         torch.manual_seed(repeat)
         started = time.perf_counter()
-        hand_steps = PAIRS[pair]["hand"](
-            teacher, student, context.task, settings, distill, work / f"{pair}-hand-{repeat}"
-        )
-        per_step["hand"].append((time.perf_counter() - started) / hand_steps)
+        taken = PAIRS[pair]["hand"](teacher, student, context.task, settings, distill, work / f"{pair}-hand-{repeat}")
+        steps["hand"] = taken
+        per_step["hand"].append((time.perf_counter() - started) / taken)
         final["hand"] = student.state_dict()
-        assert hand_steps == steps, (hand_steps, steps)
+
+    for repeat in range(args.repeats):
+        # ABBA: odd repeats run the hand loop first, so a drift of the machine's speed favours neither
+        for run in (run_distill, run_hand) if repeat % 2 == 0 else (run_hand, run_distill):
+            run(repeat)
+        assert steps["hand"] == steps["distill"], steps
         milliseconds = {name: 1000 * values[-1] for name, values in per_step.items()}
         print(
             f"{pair} repeat {repeat}: distill {milliseconds['distill']:.2f} ms/step, hand {milliseconds['hand']:.2f}",
@@ -141,7 +149,7 @@ def measure(pair: str, examples: int, args: argparse.Namespace, work: Path) -> d
         "ratio": statistics.median(ratios),
         "ratios": ratios,
         "ms_per_step": {name: [1000 * value for value in values] for name, values in per_step.items()},
-        "steps": steps,
+        "steps": steps["distill"],
         "examples": examples,
         "largest_weight_difference": max(
             float((final["distill"][name] - final["hand"][name]).abs().max()) for name in final["hand"]
@@ -164,7 +172,7 @@ def markdown(rows: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--examples", type=int, default=6000)
     parser.add_argument("--text-examples", type=int, default=1280)
     parser.add_argument("--epochs", type=int, default=2)
